@@ -1,0 +1,39 @@
+# deemo-edge: the two commands a fresh machine needs.
+#   make demo   install everything (system packages too) and analyse the bundled sample
+#   make test   install if needed, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+# Built wheels (llama-cpp-python compiles for minutes) are kept here and reused.
+WHEEL_CACHE ?= $(HOME)/.cache/deemo-edge/wheels
+PIP    := $(BIN)/python -m pip
+PIP_FLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WHEEL_CACHE)
+
+.PHONY: demo install test bench clean
+
+demo: install
+	@mkdir -p $(OUT)
+	$(BIN)/deemo-edge file samples/sample.mp4 --json $(OUT)/sample.json \
+		--save-anonymized $(OUT)/sample.anon.mp4 --seed 0
+	@echo "results: $(OUT)/sample.json   anonymised copy: $(OUT)/sample.anon.mp4"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
+	scripts/install-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip wheel
+	$(PIP) install $(PIP_FLAGS) -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_video_deid.py
+	$(BIN)/python benchmarks/bench_voice_privacy.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,450 @@
+"""Voice de-identification benchmark: privacy (speaker verification EER),
+emotion retention (speaker-independent classifier) and real-time factor.
+
+Privacy (RAVDESS actors 19-24, measurement only, nothing is trained):
+  each actor is enrolled with the mean Resemblyzer embedding of 10 utterances
+  (a fixed random pick); every other utterance of those actors is scored against
+  every enrolled actor; EER over all trials for
+    original       enrol original,   test original   (sanity check)
+    lazy-informed  enrol original,   test anonymised
+    semi-informed  enrol anonymised, test anonymised, with sessions (seeds)
+                   different from the test side's.
+Every utterance is its own anonymisation session (its own random alpha).
+
+Emotion retention: log-mel / MFCC / F0 / energy statistics, StandardScaler +
+LogisticRegression or RBF SVM; train on actors 1-18, hyper-parameters picked on
+19-20, accuracy reported on 21-24 (8 classes, and 4 classes neutral/happy/sad/
+angry), once on original audio and once on anonymised audio (train and test).
+
+Real-time factor: CPU seconds of the anonymiser (one thread) / audio seconds.
+
+Results: benchmarks/results/voice_privacy.{json,md,png}. Per-utterance embeddings
+and features are cached in .cache/voice_privacy (keyed by method, side and a
+hash of the de-identifier's source), so a re-run only redoes what changed.
+
+    python benchmarks/bench_voice_privacy.py            # full run
+    python benchmarks/bench_voice_privacy.py --quick    # small subset, ~2 min
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core per worker: the RTF is a one-core figure and the machine is shared.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import pickle  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
+from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores  # noqa: E402
+
+TRAIN_ACTORS = range(1, 19)
+VAL_ACTORS = (19, 20)
+TEST_ACTORS = (21, 22, 23, 24)
+PRIVACY_ACTORS = VAL_ACTORS + TEST_ACTORS
+FOUR_CLASSES = ("neutral", "happy", "sad", "angry")
+
+# name -> VoiceDeidOptions overrides; "default" is VoiceDeidOptions() as shipped
+METHODS: dict[str, dict] = {
+    "mcadams_a0.8": {"method": "mcadams", "mcadams_alpha": 0.8},
+    "mcadams_rand": {"method": "mcadams"},
+    "default": {},
+    "pitch_ff0": {"method": "mcadams+pitch", "formant_follow": 0.0},
+    "pitch_ff0.5": {"method": "mcadams+pitch", "formant_follow": 0.5},
+}
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str  # relative to the data folder
+    actor: int
+    emotion: str
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_data = os.environ.get("DEEMO_DATA", str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--data", default=default_data, help="folder holding ravdess_speech/ (default: $DEEMO_DATA or ../shared/data)")
+    p.add_argument("--methods", default="mcadams_a0.8,mcadams_rand,default",
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="small subset: 24 clips per privacy actor, 16 per other actor")
+    p.add_argument("--no-emotion", action="store_true", help="skip the emotion-retention part (privacy and RTF only)")
+    p.add_argument("--enrol-utts", type=int, default=10, help="enrolment utterances per speaker (default: 10)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default: 2)")
+    p.add_argument("--cache", default=str(ROOT / ".cache" / "voice_privacy"), help="cache folder (default: .cache/voice_privacy)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder (default: benchmarks/results)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the enrolment pick and the subsets (default: 0)")
+    p.add_argument("--sessions", choices=("utterance", "speaker"), default="utterance",
+                   help="utterance: every clip is its own anonymisation session (random alpha, fresh F0 "
+                        "estimate); speaker: all clips of an actor go, in a random order, through one session "
+                        "per side, as in live use where the running F0 estimate carries over (default: %(default)s)")
+    p.add_argument("--emotion-methods", default="mcadams_rand,default",
+                   help="methods that also get the emotion-retention run (default: %(default)s)")
+    return p.parse_args()
+
+
+# --- data ------------------------------------------------------------------------
+
+
+def load_clips(data: Path) -> list[Clip]:
+    labels = data / "ravdess_speech" / "labels.csv"
+    if not labels.exists():
+        sys.exit(f"error: {labels} not found (set --data or DEEMO_DATA)")
+    with open(labels, newline="") as f:
+        return [Clip(r["path"], int(r["actor"]), r["emotion"]) for r in csv.DictReader(f)]
+
+
+def subsample(clips: list[Clip], per_actor: int, rng: np.random.Generator) -> list[Clip]:
+    out: list[Clip] = []
+    for actor in sorted({c.actor for c in clips}):
+        own = [c for c in clips if c.actor == actor]
+        pick = rng.choice(len(own), size=min(per_actor, len(own)), replace=False)
+        out.extend(own[i] for i in sorted(pick))
+    return out
+
+
+# --- per-utterance work (runs in worker processes) --------------------------------
+
+_ENCODER = None
+
+
+def _encoder():
+    global _ENCODER
+    if _ENCODER is None:
+        from edge_app.eval.speaker import load_encoder
+
+        _ENCODER = load_encoder(threads=1)
+    return _ENCODER
+
+
+def session_seed(method: str, key: str, side: str) -> int:
+    """A distinct, reproducible anonymisation session per (method, utterance or actor, side)."""
+    return zlib.crc32(f"{method}|{key}|{side}".encode())
+
+
+def work(job: tuple) -> list[tuple[str, dict]]:
+    """Anonymise clips in order through one session (unless method is "original");
+    embed and/or featurise each."""
+    import soundfile as sf
+
+    from edge_app.records import AudioChunk
+
+    data, paths, method, side, want_emb, want_feat, key = job
+    deid = None
+    if method != "original":
+        deid = VoiceDeidentifier(VoiceDeidOptions(**METHODS[method], seed=session_seed(method, key, side)))
+    out = []
+    for path, emb_wanted, feat_wanted in zip(paths, want_emb, want_feat):
+        x, sr = sf.read(os.path.join(data, "ravdess_speech", path), dtype="float32")
+        rec: dict = {"dur": len(x) / sr, "cpu": 0.0}
+        if deid is not None:
+            t = time.process_time()
+            x = deid.process(AudioChunk(0.0, x, sr)).samples
+            rec["cpu"] = time.process_time() - t
+            rec["alpha"] = deid.alpha
+        if emb_wanted:
+            from edge_app.eval.speaker import embed
+
+            rec["emb"] = embed(_encoder(), x, sr)
+        if feat_wanted:
+            rec["feat"] = emotion_features(x, sr)
+        out.append((path, rec))
+    return out
+
+
+def emotion_features(x: np.ndarray, sr: int) -> np.ndarray:
+    """Utterance statistics: log-mel, MFCC(+delta), F0 contour, energy, spectral shape."""
+    import librosa
+
+    from edge_app.deid.pitch import F0_WIN, estimate_f0
+
+    x = np.asarray(x, dtype=np.float32)
+    mel = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=512, hop_length=160, n_mels=40)
+    logmel = np.log(mel + 1e-8)
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=20)
+    dmfcc = librosa.feature.delta(mfcc)
+    rms_db = 20 * np.log10(librosa.feature.rms(y=x, frame_length=512, hop_length=160)[0] + 1e-5)
+    active = rms_db > rms_db.max() - 40  # statistics over speech, not leading silence
+    flat = librosa.feature.spectral_flatness(y=x, n_fft=512, hop_length=160)[0]
+    n = (len(x) - F0_WIN) // 160
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), F0_WIN)[::160][:n]
+    f0, voiced = estimate_f0(frames) if n > 0 else (np.zeros(0), np.zeros(0, bool))
+    lf0 = np.log2(f0[voiced]) if voiced.sum() >= 3 else np.zeros(3)
+    t = np.flatnonzero(voiced) if voiced.sum() >= 3 else np.arange(3)
+    slope = np.polyfit(t / 100.0, lf0, 1)[0] if len(lf0) >= 3 else 0.0
+    pitch = [
+        np.median(lf0), lf0.std(), np.percentile(lf0, 10), np.percentile(lf0, 90),
+        np.percentile(lf0, 90) - np.percentile(lf0, 10), slope, voiced.mean() if n > 0 else 0.0,
+        np.abs(np.diff(lf0)).mean() if len(lf0) > 1 else 0.0,
+    ]
+    a = active if active.sum() >= 3 else np.ones_like(active)
+    stats = lambda m: np.concatenate([m[:, a].mean(axis=1), m[:, a].std(axis=1)])  # noqa: E731
+    energy = [rms_db[a].mean(), rms_db[a].std(), np.percentile(rms_db[a], 90), a.mean() * len(x) / sr]
+    return np.concatenate([
+        stats(logmel), stats(mfcc), stats(dmfcc), pitch, energy,
+        [np.log(flat[a] + 1e-8).mean(), np.log(flat[a] + 1e-8).std()],
+    ]).astype(np.float32)
+
+
+# --- cache ----------------------------------------------------------------------
+
+
+def code_hash() -> str:
+    """Fingerprint of everything that changes anonymised audio or features."""
+    h = hashlib.sha1()
+    for rel in ("edge_app/deid/voice.py", "edge_app/deid/mcadams.py", "edge_app/deid/pitch.py",
+                "edge_app/deid/stream.py", "benchmarks/bench_voice_privacy.py"):
+        h.update((ROOT / rel).read_bytes())
+    return h.hexdigest()[:10]
+
+
+def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str], feat_paths: set[str]) -> dict:
+    """Records for `clips` under (method, side), computing only what the cache lacks."""
+    spec = json.dumps(METHODS.get(method, {}), sort_keys=True)
+    sessions = "utterance" if method == "original" else args.sessions
+    key = hashlib.sha1(f"{method}|{spec}|{side}|{sessions}|{code_hash()}".encode()).hexdigest()[:12]
+    cache_file = Path(args.cache) / f"{method}-{side}-{sessions}-{key}.pkl"
+    recs: dict = pickle.loads(cache_file.read_bytes()) if cache_file.exists() else {}
+
+    def missing(c: Clip) -> tuple[bool, bool]:
+        have = recs.get(c.path, {})
+        return c.path in emb_paths and "emb" not in have, c.path in feat_paths and "feat" not in have
+
+    if sessions == "utterance":
+        groups = [([c], c.path) for c in clips]
+    else:  # one session per actor, its clips in a fixed random order
+        groups = []
+        for actor in sorted({c.actor for c in clips}):
+            own = [c for c in clips if c.actor == actor]
+            order = np.random.default_rng(session_seed(method, str(actor), side)).permutation(len(own))
+            groups.append(([own[i] for i in order], f"actor{actor}"))
+    todo = []
+    for group, gkey in groups:
+        flags = [missing(c) for c in group]
+        if any(e or f for e, f in flags):
+            want_emb = tuple(c.path in emb_paths for c in group)
+            want_feat = tuple(c.path in feat_paths for c in group)
+            todo.append((args.data, tuple(c.path for c in group), method, side, want_emb, want_feat, gkey))
+    if todo:
+        t = time.time()
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for results in pool.map(work, todo, chunksize=1 if sessions == "speaker" else 4):
+                for path, rec in results:
+                    recs.setdefault(path, {}).update(rec)
+        print(f"  {method}/{side}: {sum(len(j[1]) for j in todo)} clips in {time.time() - t:.0f} s", flush=True)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_bytes(pickle.dumps(recs))
+    return recs
+
+
+# --- privacy --------------------------------------------------------------------
+
+
+def privacy_eval(enrol_recs: dict, test_recs: dict, enrol_clips: list[Clip], test_clips: list[Clip]):
+    models = {}
+    for actor in PRIVACY_ACTORS:
+        embs = np.stack([enrol_recs[c.path]["emb"] for c in enrol_clips if c.actor == actor])
+        models[actor] = enrol(embs)
+    emb = np.stack([test_recs[c.path]["emb"] for c in test_clips])
+    spk = np.array([c.actor for c in test_clips])
+    scores, target = trial_scores(emb, spk, models)
+    return eer(scores, target), scores, target
+
+
+# --- emotion --------------------------------------------------------------------
+
+
+def emotion_eval(recs: dict, clips: list[Clip], classes: tuple[str, ...] | None) -> dict:
+    """Train on 1-18, choose the model on 19-20, report accuracy on 21-24."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    use = [c for c in clips if classes is None or c.emotion in classes]
+
+    def split(actors) -> tuple[np.ndarray, np.ndarray]:
+        sel = [c for c in use if c.actor in actors]
+        return np.stack([recs[c.path]["feat"] for c in sel]), np.array([c.emotion for c in sel])
+
+    xtr, ytr = split(TRAIN_ACTORS)
+    xva, yva = split(VAL_ACTORS)
+    xte, yte = split(TEST_ACTORS)
+    candidates = [("logreg", C, lambda C=C: LogisticRegression(C=C, max_iter=3000)) for C in (0.01, 0.03, 0.1, 0.3, 1.0)]
+    candidates += [("svm_rbf", C, lambda C=C: SVC(C=C, gamma="scale")) for C in (1.0, 3.0, 10.0)]
+    best = None
+    for name, C, make in candidates:
+        model = make_pipeline(StandardScaler(), make()).fit(xtr, ytr)
+        val = float((model.predict(xva) == yva).mean())
+        if best is None or val > best[0]:
+            best = (val, name, C, model)
+    val, name, C, model = best
+    return {"model": name, "C": C, "val_acc": val, "test_acc": float((model.predict(xte) == yte).mean()),
+            "n_train": len(ytr), "n_test": len(yte)}
+
+
+# --- report ---------------------------------------------------------------------
+
+
+def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    lines = [
+        "# Voice de-identification: privacy, emotion retention, speed",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"Privacy: Resemblyzer speaker verification on RAVDESS actors {PRIVACY_ACTORS[0]}-{PRIVACY_ACTORS[-1]}, "
+        f"{res['config']['enrol_utts']} enrolment utterances per speaker, {res['config']['n_trials']} trials "
+        f"({res['config']['n_target']} target). Emotion: train actors 1-18, model picked on 19-20, "
+        "accuracy on test actors 21-24. RTF: anonymiser CPU time on one thread / audio duration "
+        "(measured inside the benchmark's worker processes, so on a busy machine it is pessimistic).  ",
+        f"Sessions: `{res['config']['sessions']}` (utterance: every clip its own random session and fresh "
+        "F0 estimate; speaker: each actor's clips in one session per side, as in live use).",
+        "",
+        "| method | EER lazy-informed | EER semi-informed | emotion 8-class | emotion 4-class | RTF (1 core) |",
+        "|---|---|---|---|---|---|",
+    ]
+    o = res["original"]
+    lines.append(f"| original (no anonymisation) | {100 * o['eer']:.1f} % (orig vs orig) | - | "
+                 f"{_acc(o, 'emotion8')} | {_acc(o, 'emotion4')} | - |")
+    for name, r in res["methods"].items():
+        lines.append(f"| {name}: `{r['options']}` | {100 * r['eer_lazy']:.1f} % | {100 * r['eer_semi']:.1f} % | "
+                     f"{_acc(r, 'emotion8')} | {_acc(r, 'emotion4')} | {r['rtf']:.4f} |")
+    lines += ["", "Targets for the default: lazy EER >= 45 %, semi EER >= 35 %, at most 3 points of emotion "
+              "accuracy lost, RTF <= 0.02.", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    _plot(out / f"{stem}.png", res, curves)
+
+
+def _acc(r: dict, key: str) -> str:
+    return f"{100 * r[key]['test_acc']:.1f} %" if key in r else "-"
+
+
+def _plot(path: Path, res: dict, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    names = list(res["methods"])
+    pos = np.arange(len(names))
+    ax1.bar(pos - 0.2, [100 * res["methods"][n]["eer_lazy"] for n in names], 0.4, label="lazy-informed")
+    ax1.bar(pos + 0.2, [100 * res["methods"][n]["eer_semi"] for n in names], 0.4, label="semi-informed")
+    ax1.axhline(100 * res["original"]["eer"], color="k", ls=":", label="original voices")
+    ax1.set_xticks(pos, names)
+    ax1.set_ylabel("speaker-verification EER (%)")
+    ax1.set_ylim(0, 55)
+    ax1.legend(loc="upper left")
+    ax1.set_title("Privacy (higher is better)")
+    lim = (0.01, 0.6)
+    for label, (fa, fr) in curves.items():
+        ok = (fa > 1e-4) & (fr > 1e-4) & (fa < 0.9999) & (fr < 0.9999)
+        ax2.plot(norm.ppf(fa[ok]), norm.ppf(fr[ok]), label=label)
+    ticks = [0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
+    ax2.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax2.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax2.set_xlim(norm.ppf(lim))
+    ax2.set_ylim(norm.ppf(lim))
+    ax2.set_xlabel("false accept (%)")
+    ax2.set_ylabel("false reject (%)")
+    ax2.set_title("DET curves")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --- main -----------------------------------------------------------------------
+
+
+def main() -> None:
+    args = parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    emo_methods = {m for m in args.emotion_methods.split(",") if m}
+    unknown = [m for m in methods + sorted(emo_methods) if m not in METHODS]
+    if unknown:
+        sys.exit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    rng = np.random.default_rng(args.seed)
+    clips = load_clips(Path(args.data))
+    priv = [c for c in clips if c.actor in PRIVACY_ACTORS]
+    other = [c for c in clips if c.actor not in PRIVACY_ACTORS]
+    if args.quick:
+        priv, other = subsample(priv, 24, rng), subsample(other, 16, rng)
+    enrol_clips: list[Clip] = []
+    for actor in PRIVACY_ACTORS:
+        own = [c for c in priv if c.actor == actor]
+        enrol_clips += [own[i] for i in sorted(rng.choice(len(own), args.enrol_utts, replace=False))]
+    enrol_set = {c.path for c in enrol_clips}
+    test_clips = [c for c in priv if c.path not in enrol_set]
+    emo_clips = [] if args.no_emotion else priv + other
+    priv_paths = {c.path for c in priv}
+    feat_paths = {c.path for c in emo_clips}
+    all_clips = priv + ([] if args.no_emotion else other)
+
+    print(f"clips: {len(priv)} privacy ({len(enrol_clips)} enrol), {len(emo_clips)} emotion; jobs={args.jobs}", flush=True)
+    t_start = time.time()
+    orig = run_jobs(args, "original", "test", all_clips, priv_paths, feat_paths)
+    e_orig, s, t = privacy_eval(orig, orig, enrol_clips, test_clips)
+    curves = {"original": det_curve(s, t)}
+    res: dict = {
+        "command": "python benchmarks/bench_voice_privacy.py " + " ".join(sys.argv[1:]),
+        "config": {"quick": args.quick, "enrol_utts": args.enrol_utts, "n_privacy_clips": len(priv),
+                   "n_trials": int(len(t)), "n_target": int(t.sum()), "n_emotion_clips": len(emo_clips),
+                   "seed": args.seed, "sessions": args.sessions, "code_hash": code_hash()},
+        "original": {"eer": e_orig},
+        "methods": {},
+    }
+    if emo_clips:
+        res["original"]["emotion8"] = emotion_eval(orig, emo_clips, None)
+        res["original"]["emotion4"] = emotion_eval(orig, emo_clips, FOUR_CLASSES)
+    print(f"original: EER {100 * e_orig:.1f} %" + (
+        f", emo8 {100 * res['original']['emotion8']['test_acc']:.1f}, emo4 {100 * res['original']['emotion4']['test_acc']:.1f}"
+        if emo_clips else ""), flush=True)
+    for m in methods:
+        with_emo = bool(emo_clips) and m in emo_methods
+        test = run_jobs(args, m, "test", all_clips if with_emo else priv, priv_paths,
+                        feat_paths if with_emo else set())
+        enr = run_jobs(args, m, "enrol", enrol_clips, enrol_set, set())
+        e_lazy, s_l, t_l = privacy_eval(orig, test, enrol_clips, test_clips)
+        e_semi, s_s, t_s = privacy_eval(enr, test, enrol_clips, test_clips)
+        curves[f"{m} lazy"] = det_curve(s_l, t_l)
+        curves[f"{m} semi"] = det_curve(s_s, t_s)
+        cpu = sum(r["cpu"] for r in test.values())
+        dur = sum(r["dur"] for r in test.values())
+        opts = VoiceDeidOptions(**METHODS[m])
+        r = {"options": f"method={opts.method}, alpha={opts.mcadams_alpha or 'random'}"
+                        + (f", target_f0={opts.target_f0_hz:g}, formant_follow={opts.formant_follow:g}"
+                           if opts.method != "mcadams" else ""),
+             "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
+        if with_emo:
+            r["emotion8"] = emotion_eval(test, emo_clips, None)
+            r["emotion4"] = emotion_eval(test, emo_clips, FOUR_CLASSES)
+        res["methods"][m] = r
+        print(f"{m}: lazy {100 * e_lazy:.1f} %, semi {100 * e_semi:.1f} %, RTF {r['rtf']:.4f}"
+              + (f", emo8 {100 * r['emotion8']['test_acc']:.1f}, emo4 {100 * r['emotion4']['test_acc']:.1f}"
+                 if with_emo else ""), flush=True)
+    res["wall_s"] = time.time() - t_start
+    stem = "voice_privacy" if args.sessions == "utterance" else "voice_privacy_speaker_sessions"
+    write_report(Path(args.out), stem, res, curves)
+    print(f"wrote {args.out}/{stem}.json, .md, .png ({res['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Voice de-identification: the first thing that touches microphone audio.
+
+Two methods, both streaming, both on a fixed frame grid (10 ms hop):
+
+``"mcadams"``
+    The VoicePrivacy Challenge B2 baseline: LPC pole angles phi -> phi**alpha
+    (see `edge_app.deid.mcadams`). With a random alpha per session it reaches
+    roughly 32 % EER against an attacker who enrols on original voices.
+
+``"mcadams+pitch"`` (default)
+    Pitch normalisation first: the speaker's running median F0 is mapped to a
+    fixed target (`target_f0_hz`) by one ratio r = target / median, so every
+    speaker ends up on the same pitch level while the *relative* F0 contour, which
+    carries the emotion, is kept. The shift is time-domain (resample at rate r,
+    then WSOLA back to the original duration); resampling also scales the
+    formants by r, which `formant_follow` keeps (1.0) or undoes (0.0) inside the
+    McAdams pole warping that follows: angle -> (angle * r**(formant_follow-1))**alpha.
+    Keeping it normalises apparent vocal-tract size along with pitch. Measured:
+    see benchmarks/results/voice_privacy.md.
+
+API: `process(chunk)` anonymises one complete utterance or file;
+`feed(chunk)` / `flush()` anonymise a live stream chunk by chunk, returning the
+samples finalised so far (a fixed delay of a few tens of ms). Feeding any
+chunking of a signal and then flushing gives exactly the samples `process`
+gives for the whole signal. Random parameters (alpha) are drawn once per
+object: one object = one session = one pseudo-voice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from edge_app.deid.mcadams import LPC_ORDER, NFFT, mcadams_frames
+from edge_app.deid.pitch import F0_WIN, F0Config, RunningMedianF0, estimate_f0
+from edge_app.deid.stream import OlaTape, Tape
+from edge_app.errors import UsageError
+from edge_app.records import AudioChunk, DeidAudio
+
+METHODS = ("mcadams", "mcadams+pitch")
+SR = 16_000
+HOP = 160  # 10 ms frame hop, shared by every stage
+WIN = 2 * HOP  # 20 ms Hann windows (50 % overlap sums to one)
+PROCESS_BLOCK = SR  # whole files are run through the stream path 1 s at a time
+FLUSH_PAD = 8192  # silence appended at flush so every stage drains
+SOFT_KNEE = 0.9  # above this |sample| the output is softly limited below 1.0
+
+
+@dataclass
+class VoiceDeidOptions:
+    """How the voice is de-identified. Defaults are the measured best trade-off."""
+
+    # "mcadams" (VPC B2 baseline) or "mcadams+pitch" (pitch normalisation, then
+    # McAdams; default: meets the privacy targets, see the benchmark)
+    method: str = "mcadams+pitch"
+    # McAdams coefficient; None = drawn uniformly from alpha_range once per session
+    mcadams_alpha: float | None = None
+    # range of the random per-session alpha (VPC B2 uses 0.5 .. 0.9)
+    alpha_range: tuple[float, float] = (0.5, 0.9)
+    # seed of the session's random parameters; None = fresh OS entropy
+    seed: int | None = None
+    # every speaker's running median F0 is mapped to this pitch, Hz (gender-neutral)
+    target_f0_hz: float = 160.0
+    # how far formants follow the pitch shift: 1.0 = scaled by the same ratio
+    # (normalises apparent vocal-tract size too), 0.0 = formants kept in place
+    formant_follow: float = 1.0
+    # stand-in speaker F0 until enough voice is heard, Hz, and its weight in
+    # voiced frames (10 ms each): the running estimate blends from it
+    prior_f0_hz: float = 160.0
+    prior_frames: float = 10.0
+    # pitch-shift ratios are clipped to [1/max_shift, max_shift]
+    max_shift: float = 2.0
+    # WSOLA search range either side of the nominal position, ms; must exceed
+    # half the longest pitch period (60 Hz -> 8.3 ms)
+    wsola_tolerance_ms: float = 10.0
+    # F0 tracker settings (search range, voicing thresholds)
+    f0: F0Config = field(default_factory=F0Config)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"voice method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        lo, hi = self.alpha_range
+        if not 0.0 < lo <= hi <= 1.5:
+            raise UsageError(f"alpha_range must satisfy 0 < lo <= hi <= 1.5, got {self.alpha_range}")
+        if self.mcadams_alpha is not None and not 0.0 < self.mcadams_alpha <= 1.5:
+            raise UsageError(f"mcadams_alpha must be in (0, 1.5], got {self.mcadams_alpha}")
+        if not 60.0 <= self.target_f0_hz <= 400.0:
+            raise UsageError(f"target_f0_hz must be in [60, 400], got {self.target_f0_hz}")
+        if self.max_shift < 1.0:
+            raise UsageError(f"max_shift must be >= 1, got {self.max_shift}")
+
+
+def _periodic_hann(n: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+_HANN = _periodic_hann(WIN)
+
+
+class VoiceDeidentifier:
+    """One anonymisation session: fixed random voice parameters, streaming state."""
+
+    def __init__(self, options: VoiceDeidOptions | None = None) -> None:
+        self.options = options or VoiceDeidOptions()
+        self.options.validate()
+        rng = np.random.default_rng(self.options.seed)
+        lo, hi = self.options.alpha_range
+        drawn = float(rng.uniform(lo, hi))  # drawn even when fixed: same stream of draws
+        self.alpha = self.options.mcadams_alpha if self.options.mcadams_alpha is not None else drawn
+        self.speaker = SpeakerPitch(self.options)
+        self._state: _StreamState | None = None
+
+    @property
+    def method(self) -> str:
+        return f"{self.options.method}(alpha={self.alpha:.3f})"
+
+    @property
+    def latency_s(self) -> float:
+        """Upper bound of the delay between input and output in streaming use."""
+        pitch = self.options.method == "mcadams+pitch"
+        tol = int(round(self.options.wsola_tolerance_ms * SR / 1000))
+        extra = (F0_WIN // 2 + 2 * HOP + self.options.max_shift * (tol + WIN)) if pitch else 0
+        return (WIN + HOP + extra) / SR
+
+    # --- whole utterance -------------------------------------------------------
+
+    def process(self, chunk: AudioChunk) -> DeidAudio:
+        """Anonymise a complete utterance or file (same length, same start time).
+
+        Audio at another rate is resampled to 16 kHz first. The session's random
+        parameters are used, and its running speaker-F0 estimate is read and
+        updated (a session is one speaker: later utterances are normalised with
+        everything heard so far). Any live stream of this object is not touched.
+        """
+        samples = _to_float(chunk.samples)
+        if chunk.sr != SR:
+            samples = resample_poly(samples, SR, chunk.sr)
+        state = _StreamState(self.options, self.alpha, self.speaker)
+        # fed in blocks: same samples as one call (the frame grid is absolute),
+        # but the per-batch arrays stay cache-sized on long files
+        parts = [state.feed(samples[i : i + PROCESS_BLOCK]) for i in range(0, len(samples), PROCESS_BLOCK)]
+        out = np.concatenate(parts + [state.flush()])
+        return DeidAudio(t0=chunk.t0, samples=out.astype(np.float32), sr=SR, method=self.method)
+
+    # --- live stream -----------------------------------------------------------
+
+    def feed(self, chunk: AudioChunk) -> DeidAudio:
+        """Add the next chunk of a live stream; returns the output finalised so far.
+
+        The returned audio starts where the previous one ended (its `t0` is the
+        stream time of its first sample) and may be a few tens of ms shorter than
+        what was fed; `flush()` returns the rest.
+        """
+        if chunk.sr != SR:
+            raise UsageError(f"streaming voice de-identification needs {SR} Hz audio, got {chunk.sr} Hz")
+        if self._state is None:
+            self._state = _StreamState(self.options, self.alpha, self.speaker, t0=chunk.t0)
+        state = self._state
+        t0 = state.t0 + state.emitted / SR
+        out = state.feed(_to_float(chunk.samples))
+        return DeidAudio(t0=t0, samples=out.astype(np.float32), sr=SR, method=self.method)
+
+    def flush(self) -> DeidAudio:
+        """End the stream: returns the remaining output.
+
+        The session's voice (alpha) and its speaker-F0 estimate stay, so the next
+        stream continues with the same pseudo-voice and normalisation.
+        """
+        state, self._state = self._state, None
+        if state is None:
+            return DeidAudio(t0=0.0, samples=np.zeros(0, np.float32), sr=SR, method=self.method)
+        t0 = state.t0 + state.emitted / SR
+        return DeidAudio(t0=t0, samples=state.flush().astype(np.float32), sr=SR, method=self.method)
+
+    def reset_speaker(self) -> None:
+        """Forget the running speaker-F0 estimate (a different person speaks now)."""
+        self.speaker = SpeakerPitch(self.options)
+
+    def stream(self, chunks: Iterable[AudioChunk]) -> Iterator[DeidAudio]:
+        """Anonymise an iterable of consecutive chunks, flushing at the end."""
+        for chunk in chunks:
+            out = self.feed(chunk)
+            if len(out.samples):
+                yield out
+        tail = self.flush()
+        if len(tail.samples):
+            yield tail
+
+
+class SpeakerPitch:
+    """The session's running estimate of the speaker's median F0 -> pitch ratios."""
+
+    def __init__(self, opts: VoiceDeidOptions) -> None:
+        self.opts = opts
+        self.median = RunningMedianF0()
+
+    def ratios(self, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+        """Pitch ratio target / speaker for consecutive frames (updates the estimate)."""
+        median_hz = self.median.update(f0, voiced)
+        # log-domain blend of prior and running median, weighted by voiced counts
+        n = self.median.n_voiced - voiced.sum() + np.cumsum(voiced)
+        w = n / (n + self.opts.prior_frames)
+        speaker = np.exp(w * np.log(median_hz) + (1 - w) * np.log(self.opts.prior_f0_hz))
+        return np.clip(self.opts.target_f0_hz / speaker, 1 / self.opts.max_shift, self.opts.max_shift)
+
+    @property
+    def median_hz(self) -> float | None:
+        """Current estimate, None before any voiced frame."""
+        if self.median.n_voiced == 0:
+            return None
+        return float(self.median.update(np.zeros(1), np.zeros(1, bool))[0])
+
+
+def _to_float(samples: np.ndarray) -> np.ndarray:
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _soft_limit(x: np.ndarray) -> np.ndarray:
+    """Identity below SOFT_KNEE, tanh knee above: output strictly inside (-1, 1)."""
+    mag = np.abs(x)
+    room = 1.0 - SOFT_KNEE
+    limited = SOFT_KNEE + room * np.tanh((mag - SOFT_KNEE) / room)
+    return np.where(mag > SOFT_KNEE, np.sign(x) * limited, x)
+
+
+class _StreamState:
+    """Frame-grid state machine behind `VoiceDeidentifier` (one stream)."""
+
+    def __init__(self, opts: VoiceDeidOptions, alpha: float, speaker: SpeakerPitch, t0: float = 0.0) -> None:
+        self.opts = opts
+        self.alpha = alpha
+        self.t0 = t0
+        self.pitch = opts.method == "mcadams+pitch"
+        self.n_in = 0  # samples fed so far
+        self.emitted = 0  # samples handed out so far
+        self.x = Tape()  # input
+        self.out = OlaTape()  # McAdams output, overlap-added
+        self.ratios: list[float] = []  # pitch ratio of every 10 ms input frame
+        self.next_mc = -1  # next McAdams frame (frame -1 covers the first 10 ms)
+        if self.pitch:
+            self.speaker = speaker
+            self.next_f0 = 0
+            self.y = Tape()  # input resampled at the running pitch ratio
+            self.phi = 0.0  # input position (samples) of the next resampled sample
+            self.y_pos: list[float] = []  # y position of input time k * HOP
+            self.z = OlaTape()  # WSOLA output (pitch-shifted, original timing)
+            self.z_tape = Tape()  # final part of z, read by McAdams
+            self.next_grain = -1
+            self.prev_start = -HOP  # y start of the previous grain
+            self.tol = int(round(opts.wsola_tolerance_ms * SR / 1000))
+
+    # --- driver ----------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        self.x.append(samples)
+        self.n_in += len(samples)
+        self._run()
+        return self._emit(self._final_out())
+
+    def flush(self) -> np.ndarray:
+        self.x.append(np.zeros(FLUSH_PAD))
+        self._run()
+        return self._emit(self.n_in)
+
+    def _run(self) -> None:
+        if self.pitch:
+            self._run_f0()
+            self._run_resample()
+            self._run_wsola()
+        self._run_mcadams()
+        self._trim()
+
+    def _emit(self, upto: int) -> np.ndarray:
+        upto = min(upto, self.n_in)
+        out = self.out.pop(upto) if upto > self.emitted else np.zeros(0)
+        self.emitted += len(out)
+        return _soft_limit(out)
+
+    def _final_out(self) -> int:
+        # every McAdams frame that reaches sample t starts at or before t
+        return self.next_mc * HOP
+
+    # --- stage 1: F0 and the pitch ratio -----------------------------------------
+
+    def _run_f0(self) -> None:
+        half = F0_WIN // 2
+        last = (self.x.end - half) // HOP  # frames whose window is complete
+        k = np.arange(self.next_f0, last + 1)
+        if not len(k):
+            return
+        seg = self.x.get(int(k[0]) * HOP - half, int(k[-1]) * HOP + half)
+        idx = (k - k[0])[:, None] * HOP + np.arange(F0_WIN)[None, :]
+        f0, voiced = estimate_f0(seg[idx], self.opts.f0)
+        self.ratios.extend(self.speaker.ratios(f0, voiced).tolist())
+        self.next_f0 = int(k[-1]) + 1
+
+    # --- stage 2: resample at rate r (pitch and formants x r, duration / r) -----
+
+    def _run_resample(self) -> None:
+        k0 = len(self.y_pos)
+        # frame k needs its ratio and input up to (k + 1) * HOP + 1 (interpolation)
+        k1 = min(len(self.ratios), (self.x.end - 2) // HOP)
+        if k1 <= k0:
+            return
+        ratios = np.asarray(self.ratios[k0:k1])
+        counts = np.zeros(k1 - k0, dtype=int)
+        phi, yi = self.phi, self.y.end
+        for i, r in enumerate(ratios):  # scalar loop: which samples fall in frame k
+            k = k0 + i
+            self.y_pos.append(yi - (phi - k * HOP) / r)  # y position of time k * HOP
+            counts[i] = max(0, int(np.ceil(((k + 1) * HOP - phi) / r)))
+            phi += counts[i] * r
+            yi += counts[i]
+        steps = np.repeat(ratios, counts)
+        pos = self.phi + np.concatenate([[0.0], np.cumsum(steps)[:-1]]) if len(steps) else steps
+        self.phi = phi
+        base = int(np.floor(pos[0])) if len(pos) else 0
+        seg = self.x.get(base, int(np.floor(pos[-1])) + 2) if len(pos) else np.zeros(0)
+        self.y.append(np.interp(pos - base, np.arange(len(seg)), seg) if len(pos) else seg)
+
+    # --- stage 3: WSOLA back to the original timing -------------------------------
+
+    def _run_wsola(self) -> None:
+        tol = self.tol
+        first = self.next_grain
+        grains: list[np.ndarray] = []
+        while True:
+            g = self.next_grain
+            nominal = self._nominal_y(g)
+            if nominal is None or nominal + tol + WIN > self.y.end:
+                break
+            start = nominal if g < 0 else self._best_start(nominal)
+            grains.append(self.y.get(start, start + WIN))
+            self.prev_start = start
+            self.next_grain += 1
+        if grains:  # consecutive grains: one batched overlap-add
+            self.z.add(first * HOP, np.stack(grains) * _HANN, HOP)
+        final = self.next_grain * HOP  # z below this has all its grains
+        if final > self.z_tape.end:
+            self.z_tape.append(self.z.pop(final))
+
+    def _nominal_y(self, g: int) -> int | None:
+        if g < 0:
+            return -HOP
+        if g >= len(self.y_pos):
+            return None
+        return int(round(self.y_pos[g]))
+
+    def _best_start(self, nominal: int) -> int:
+        """WSOLA: the start near `nominal` whose first half best continues the last grain."""
+        tol = self.tol
+        template = self.y.get(self.prev_start + HOP, self.prev_start + 2 * HOP)
+        region = self.y.get(nominal - tol, nominal + tol + HOP)
+        corr = np.correlate(region, template, mode="valid")
+        energy = np.convolve(region**2, np.ones(HOP), mode="valid")
+        score = corr / np.sqrt(energy + 1e-9)
+        return nominal - tol + int(np.argmax(score))
+
+    # --- stage 4: McAdams pole warping and overlap-add -----------------------------
+
+    def _run_mcadams(self) -> None:
+        src = self.z_tape if self.pitch else self.x
+        last = (src.end - WIN) // HOP  # frames whose 20 ms are final
+        if self.pitch:
+            last = min(last, len(self.ratios) - 1)
+        m = np.arange(self.next_mc, last + 1)
+        if not len(m):
+            return
+        seg = src.get(int(m[0]) * HOP, int(m[-1]) * HOP + WIN)
+        idx = (m - m[0])[:, None] * HOP + np.arange(WIN)[None, :]
+        alpha = np.full(len(m), self.alpha)
+        pre = None
+        if self.pitch:
+            r = np.asarray(self.ratios)[np.clip(m, 0, None)]
+            pre = r ** (self.opts.formant_follow - 1.0)
+        frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT)
+        self.out.add(int(m[0]) * HOP, frames, HOP)
+        self.next_mc = int(m[-1]) + 1
+
+    def _trim(self) -> None:
+        """Drop samples no stage will read again (bounded memory on long streams)."""
+        if self.pitch:
+            self.x.trim(min(self.next_f0 * HOP - F0_WIN, int(self.phi) - 2))
+            nominal = self._nominal_y(self.next_grain)
+            nominal = self.y.end if nominal is None else nominal
+            self.y.trim(min(self.prev_start, nominal - self.tol) - HOP)
+            self.z_tape.trim(self.next_mc * HOP - HOP)
+        else:
+            self.x.trim(self.next_mc * HOP - HOP)

@@ -1,0 +1,128 @@
+"""Audio / body encoders at run time: de-identified cues in, LLM-space tokens out.
+
+    enc = AudioEncoder()                       # models/ next to the package, backend auto
+    out = enc.encode(deid_audio)               # DeidAudio only, never raw audio
+    out.tokens  # (K, 576) float32, ready for LlmSession embedding injection
+    out.probs   # class probabilities over out.labels
+
+Feature extraction is `edge_app.encoders.features`, the very code training used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from edge_app.encoders.backend import Backend, Runner, open_runner
+from edge_app.encoders.features import BODY_FPS, SR, audio_features, body_features
+from edge_app.errors import UsageError
+from edge_app.records import LABELS, DeidAudio
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+@dataclass
+class EncoderOptions:
+    """Where the models are and how they run."""
+
+    # folder with *.onnx, optional *.engine and manifest.json
+    models_dir: Path = DEFAULT_MODELS
+    # "auto" | "tensorrt" | "cuda" | "cpu" (see edge_app.encoders.backend)
+    backend: str = "auto"
+    # on CPU, run the statically quantised INT8 model (smaller, usually faster)
+    int8: bool = False
+    # ORT intra-op threads
+    threads: int = 1
+    # shortest input worth encoding, seconds; shorter windows return None
+    min_duration_s: float = 0.3
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    tokens: np.ndarray = field(repr=False)  # (K, llm_dim) float32
+    probs: np.ndarray  # (len(labels),)
+    labels: tuple[str, ...]
+    backend: str
+
+    @property
+    def label(self) -> str:
+        return self.labels[int(np.argmax(self.probs))]
+
+    def probs8(self) -> np.ndarray:
+        """Probabilities in `edge_app.records.LABELS` order (classes the model lacks = 0)."""
+        out = np.zeros(len(LABELS), np.float32)
+        for lab, p in zip(self.labels, self.probs):
+            out[LABELS.index(lab)] = p
+        return out
+
+
+class _Encoder:
+    name = ""
+
+    def __init__(self, options: EncoderOptions | None = None) -> None:
+        self.options = options or EncoderOptions()
+        d = Path(self.options.models_dir)
+        manifest = d / "manifest.json"
+        if not manifest.exists():
+            raise UsageError(f"no {manifest}: run `python -m export.build_engines` first")
+        entry = json.loads(manifest.read_text())["models"][self.name]
+        self.labels: tuple[str, ...] = tuple(entry["labels"])
+        onnx = d / (entry["onnx_int8"] if self.options.int8 and entry.get("onnx_int8") else entry["onnx"])
+        engine = d / entry["engine"] if entry.get("engine") else None
+        self.runner: Runner = open_runner(onnx, engine, Backend(self.options.backend), self.options.threads)
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    def _run(self, feats: np.ndarray) -> EncoderOutput:
+        tokens, probs = self.runner.run(feats[None])
+        return EncoderOutput(tokens.astype(np.float32), probs.astype(np.float32), self.labels, self.backend)
+
+
+class AudioEncoder(_Encoder):
+    """De-identified speech window -> tokens + 8-class emotion probabilities."""
+
+    name = "audio"
+
+    def encode(self, audio: DeidAudio) -> EncoderOutput | None:
+        if not isinstance(audio, DeidAudio):
+            raise TypeError(f"AudioEncoder takes DeidAudio (de-identified), got {type(audio).__name__}")
+        if audio.duration < self.options.min_duration_s:
+            return None
+        x = np.asarray(audio.samples, np.float32)
+        if audio.sr != SR:
+            x = resample_poly(x, SR, int(audio.sr)).astype(np.float32)
+        return self._run(audio_features(x))
+
+
+class BodyEncoder(_Encoder):
+    """Pose samples (MediaPipe-33, head already masked) -> tokens + 4-class probabilities."""
+
+    name = "body"
+
+    def encode(self, samples: Sequence[object]) -> EncoderOutput | None:
+        grid = resample_to_fps(samples, BODY_FPS)
+        if len(grid) * (1.0 / BODY_FPS) < self.options.min_duration_s:
+            return None
+        return self._run(body_features(grid))
+
+
+def resample_to_fps(samples: Sequence[object], fps: float) -> list[object]:
+    """Nearest sample at each 1/fps step (the model was trained on a 10 fps grid)."""
+    if not samples:
+        return []
+    t = np.array([float(getattr(s, "t")) for s in samples])
+    grid = np.arange(t[0], t[-1] + 0.5 / fps, 1.0 / fps)
+    idx = np.clip(np.searchsorted(t, grid), 0, len(t) - 1)
+    prev = np.clip(idx - 1, 0, len(t) - 1)
+    idx = np.where(np.abs(t[prev] - grid) < np.abs(t[idx] - grid), prev, idx)
+    return [samples[i] for i in idx]

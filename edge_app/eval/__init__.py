@@ -1,0 +1,1 @@
+"""Measurement helpers for benchmarks and tests (never used on the live path)."""

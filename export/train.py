@@ -1,0 +1,133 @@
+"""Minimal trainer for `CueEncoder` (nanoGPT-style: one loop, early stopping on validation).
+
+Batches are equal-length random crops (short sequences edge-padded), so the model
+never needs a padding mask; evaluation runs each full sequence on its own, exactly
+as the runtime does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm import tqdm
+
+from export.models import CueEncoder, EncoderConfig
+
+
+def crop_batch(xs: Sequence[np.ndarray], idx: np.ndarray, L: int, rng: np.random.Generator) -> torch.Tensor:
+    out = np.empty((len(idx), L, xs[0].shape[1]), np.float32)
+    for j, i in enumerate(idx):
+        x = xs[i]
+        if len(x) >= L:
+            s = int(rng.integers(0, len(x) - L + 1))
+            out[j] = x[s : s + L]
+        else:
+            out[j] = np.pad(x, ((0, L - len(x)), (0, 0)), mode="edge")
+    return torch.from_numpy(out)
+
+
+def spec_augment(x: torch.Tensor, rng: np.random.Generator, n_mel: int) -> torch.Tensor:
+    """Frequency (mel bands only) and time masks, a la SpecAugment."""
+    x = x.clone()
+    B, T, _ = x.shape
+    for b in range(B):
+        f = int(rng.integers(0, 10))
+        f0 = int(rng.integers(0, n_mel - f + 1))
+        x[b, :, f0 : f0 + f] = 0.0
+        for _ in range(2):
+            t = int(rng.integers(0, max(1, T // 10)))
+            t0 = int(rng.integers(0, T - t + 1))
+            x[b, t0 : t0 + t, :n_mel] = 0.0
+    return x
+
+
+@torch.no_grad()
+def predict(model: CueEncoder, xs: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, n_classes) probabilities, one full sequence at a time."""
+    model.eval()
+    return np.stack([torch.softmax(model(torch.from_numpy(x)[None])[1], -1)[0].numpy() for x in xs])
+
+
+def scores(y: np.ndarray, p: np.ndarray, subset: Sequence[int] | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1; with `subset`, only those classes, predicted among them."""
+    if subset is not None:
+        keep = np.isin(y, subset)
+        y, p = y[keep], p[keep][:, subset]
+        pred = np.asarray(subset)[p.argmax(1)]
+    else:
+        pred = p.argmax(1)
+    return {"accuracy": float(accuracy_score(y, pred)), "macro_f1": float(f1_score(y, pred, average="macro")), "n": int(len(y))}
+
+
+def train_encoder(
+    cfg: EncoderConfig,
+    train_x: Sequence[np.ndarray],
+    train_y: np.ndarray,
+    val_x: Sequence[np.ndarray],
+    val_y: np.ndarray,
+    *,
+    crop: int,
+    epochs: int,
+    batch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    aux_y: np.ndarray | None = None,
+    aux_weight: float = 0.3,
+    augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+    patience: int = 8,
+    keep_best: bool = True,
+    desc: str = "train",
+) -> tuple[CueEncoder, list[dict]]:
+    """Train; keep the weights of the best validation macro-F1 (ties: later is not better),
+    or with keep_best=False the last epoch's (when validation is too small to select on)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = CueEncoder(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    labelled = train_y >= 0
+    counts = np.bincount(train_y[labelled], minlength=cfg.n_classes).astype(np.float32)
+    weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / cfg.n_classes)
+    steps = epochs * math.ceil(len(train_x) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    best, best_state, history, bad = -1.0, None, [], 0
+    bar = tqdm(range(epochs), desc=desc)
+    for ep in bar:
+        model.train()
+        order = rng.permutation(len(train_x))
+        tot = 0.0
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            xb = crop_batch(train_x, idx, crop, rng)
+            if augment is not None:
+                xb = augment(xb, rng)
+            yb = torch.from_numpy(train_y[idx]).long()
+            _, logits, aux = model(xb)
+            loss = F.cross_entropy(logits, yb, weight=weight, ignore_index=-1, label_smoothing=0.1)
+            if aux is not None and aux_y is not None:
+                loss = loss + aux_weight * F.cross_entropy(aux, torch.from_numpy(aux_y[idx]).long())
+            if not torch.isfinite(loss):  # a batch with no emotion label at all
+                continue
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss) * len(idx)
+        v = scores(val_y, predict(model, val_x))
+        history.append({"epoch": ep, "loss": tot / len(train_x), **{f"val_{k}": x for k, x in v.items()}})
+        bar.set_postfix(loss=f"{tot / len(train_x):.3f}", val_acc=f"{v['accuracy']:.3f}", val_f1=f"{v['macro_f1']:.3f}")
+        if v["macro_f1"] > best:
+            best, best_state, bad = v["macro_f1"], copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, history

@@ -1,0 +1,144 @@
+"""Cue encoders: shared features, backend choice, runtime classes (no training here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, audio_features, body_features, body_features_from_landmarks
+from edge_app.records import AudioChunk, DeidAudio
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def _tone(seconds: float = 1.5, f0: float = 180.0) -> np.ndarray:
+    t = np.arange(int(16000 * seconds)) / 16000
+    f = f0 * (1 + 0.1 * np.sin(2 * np.pi * 2 * t))  # a moving pitch contour
+    return (0.2 * np.sin(2 * np.pi * np.cumsum(f) / 16000)).astype(np.float32)
+
+
+def test_audio_features_shape_and_grid() -> None:
+    x = _tone(1.5)
+    f = audio_features(x)
+    assert f.shape == (151, AUDIO_DIM)  # 10 ms hop, centred frames
+    assert np.isfinite(f).all()
+    voiced = f[:, -2]
+    assert voiced.mean() > 0.8  # a clean tone is voiced
+    # relative log-F0 follows the +-10 % contour (about +-0.14 octave, x2 scale)
+    rel = f[voiced > 0, -3]
+    assert 0.15 < rel.max() - rel.min() < 0.8
+
+
+def test_audio_features_gain_invariant() -> None:
+    # a tone over broadband noise: every band well above the log floor, like speech
+    x = _tone(1.0) + 0.02 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    a, b = audio_features(x), audio_features(0.25 * x)
+    d = np.abs(a[:, :64] - b[:, :64])  # per-utterance mean normalisation; the log floor adds a little
+    assert d.mean() < 1e-2 and d.max() < 0.1
+    assert np.array_equal(a[:, -2], b[:, -2])  # voicing does not depend on gain
+
+
+def test_body_features_translation_and_scale_invariant() -> None:
+    rng = np.random.default_rng(0)
+    lm = np.zeros((20, 33, 4), np.float32)
+    lm[..., :2] = 0.5 + 0.05 * rng.standard_normal((20, 33, 2))
+    lm[:, 11, :2], lm[:, 12, :2] = (0.45, 0.4), (0.55, 0.4)  # shoulders above the hips
+    lm[:, 23, :2], lm[:, 24, :2] = (0.47, 0.6), (0.53, 0.6)
+    lm[..., 3] = 1.0
+    moved = lm.copy()
+    moved[..., :2] = 0.2 + 0.5 * lm[..., :2]  # smaller person elsewhere in the frame
+    a, b = body_features_from_landmarks(lm), body_features_from_landmarks(moved)
+    assert a.shape == (20, BODY_DIM)
+    assert np.allclose(a, b, atol=1e-4)
+
+
+def test_body_features_dropped_joints_are_zero() -> None:
+    lm = np.zeros((5, 33, 4), np.float32)
+    lm[..., :2], lm[..., 3] = 0.5, 1.0
+    lm[:, 23, :2], lm[:, 24, :2], lm[:, 11, :2], lm[:, 12, :2] = (0.45, 0.6), (0.55, 0.6), (0.45, 0.4), (0.55, 0.4)
+    lm[:, 15, 3] = 0.0  # left wrist not visible
+    f = body_features_from_landmarks(lm).reshape(5, -1)[:, :-2].reshape(5, 22, 5)
+    assert np.all(f[:, 15 - 11] == 0.0)
+
+
+def test_body_features_from_pose_samples() -> None:
+    from edge_app.cues.pose import PoseSample
+
+    lm = np.full((33, 4), 0.5, np.float32)
+    samples = [PoseSample(t=0.1 * i, landmarks=lm) for i in range(8)] + [PoseSample(t=0.8, landmarks=None)]
+    assert body_features(samples).shape == (9, BODY_DIM)
+
+
+def test_backend_cpu_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from edge_app.encoders.backend import Backend, open_runner
+    from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
+    from export.onnx_export import export_onnx
+
+    enc = CueEncoder(EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=16, downsample=0)).eval()
+    path = export_onnx(ExportWrapper(enc, Projector(16)), BODY_DIM, tmp_path / "m.onnx", 12, {})
+    with caplog.at_level(logging.INFO, logger="edge_app.encoders.backend"):
+        r = open_runner(path, tmp_path / "missing.engine", Backend.AUTO)
+    assert r.backend == "ort:CPUExecutionProvider"
+    assert "engine file" in caplog.text and "encoder backend" in caplog.text
+    tokens, probs = r.run(np.zeros((1, 17, BODY_DIM), np.float32))
+    assert tokens.shape == (4, 576) and probs.shape == (4,)
+    assert abs(float(probs.sum()) - 1.0) < 1e-5
+    del torch
+
+
+def test_backend_explicit_gpu_request_fails_without_gpu(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from edge_app.encoders.backend import Backend, open_runner
+    from edge_app.errors import UsageError
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu installed: the request may legitimately succeed")
+    with pytest.raises(UsageError):
+        open_runner(tmp_path / "x.onnx", None, Backend.CUDA)
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built (python -m export.build_engines)")
+def test_runtime_encoders_from_models_dir() -> None:
+    from edge_app.cues.pose import PoseSample
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.encoders import AudioEncoder, BodyEncoder, EncoderOptions
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    if "audio" in manifest["models"]:
+        enc = AudioEncoder(EncoderOptions(backend="cpu"))
+        deid = VoiceDeidentifier(VoiceDeidOptions(seed=0)).process(AudioChunk(0.0, _tone(2.0), 16000))
+        out = enc.encode(deid)
+        assert out is not None and out.tokens.shape == (4, 576) and out.tokens.dtype == np.float32
+        assert out.probs.shape == (8,) and abs(float(out.probs.sum()) - 1) < 1e-4
+        assert out.probs8().shape == (8,)
+        with pytest.raises(TypeError):
+            enc.encode(AudioChunk(0.0, _tone(2.0), 16000))  # raw audio never reaches the encoder
+        int8 = AudioEncoder(EncoderOptions(backend="cpu", int8=True)).encode(deid)
+        assert int8 is not None and int8.tokens.shape == (4, 576)
+    if "body" in manifest["models"]:
+        enc = BodyEncoder(EncoderOptions(backend="cpu"))
+        lm = np.full((33, 4), 0.5, np.float32)
+        lm[:, :2] += np.random.default_rng(0).normal(0, 0.05, (33, 2))
+        samples = [PoseSample(t=i / 30, landmarks=lm) for i in range(90)]  # 30 fps in, 10 fps used
+        out = enc.encode(samples)
+        assert out is not None and out.tokens.shape == (4, 576) and out.labels == ("neutral", "happy", "sad", "angry")
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_manifest_hashes_match_files() -> None:
+    import hashlib
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    for name, info in manifest["files"].items():
+        assert hashlib.sha256((MODELS / name).read_bytes()).hexdigest() == info["sha256"], name
+    for entry in manifest["models"].values():
+        assert entry["parity"]["tokens_max_abs_diff"] < 1e-4
+        assert entry["opset"] >= 17

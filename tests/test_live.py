@@ -1,0 +1,153 @@
+"""`deemo-edge live` end to end, with a file-backed camera and microphone replayed in real time.
+
+The camera is a clip with faces (the bundled sample, or a synthetic one), the
+microphone replays real RAVDESS speech at real-time pace: the same code path as
+a device, only the raw source differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from live_media import json_lines, make_camera_clip, make_speech, media_files
+
+CLI = [sys.executable, "-m", "edge_app.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("live_media")
+    speech = make_speech(folder / "speech.flac")  # skips without the RAVDESS data
+    return make_camera_clip(folder / "camera.mp4"), speech
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    env.pop("DISPLAY", None)  # headless, like the device
+    return env
+
+
+def _live(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
+    return subprocess.run([*CLI, "live", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or ROOT, env=env or _env())
+
+
+def test_live_end_to_end_and_nothing_raw_written(media, tmp_path):
+    camera, speech = media
+    tmp, out, home = tmp_path / "tmp", tmp_path / "out", tmp_path / "home"
+    for folder in (tmp, out, home):
+        folder.mkdir()
+    env = _env(TMPDIR=str(tmp), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    proc = _live("--camera", str(camera), "--mic", str(speech), "--window", "2", "--hop", "1",
+                 "--duration", "5", "--seed", "0", "--preview", cwd=out, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "preview off" in proc.stderr  # headless: warned, not failed
+    results = json_lines(proc.stdout)
+    assert len(results) >= 3, proc.stderr
+    for r in results:
+        assert {"start", "end", "clues", "cues", "wall_time", "latency_s", "dropped_windows"} <= set(r)
+        assert r["end"] - r["start"] == pytest.approx(2.0)
+        assert 0.0 <= r["latency_s"] < 30.0
+        assert isinstance(r["clues"], list)
+        dt.datetime.fromisoformat(r["wall_time"])
+    assert [r["start"] for r in results] == sorted(r["start"] for r in results)
+    assert any(r["cues"]["body"] is not None for r in results)
+    spoken = [r for r in results if r["cues"]["prosody"] and r["cues"]["prosody"]["voiced_ratio"] > 0.2]
+    assert spoken, "the replayed speech should give voiced windows"
+    # Nothing raw (or de-identified) was written anywhere the process could write.
+    assert media_files(tmp, out, home) == []
+
+
+def test_sigterm_stops_within_two_seconds(media):
+    camera, speech = media
+    proc = subprocess.Popen([*CLI, "live", "--camera", str(camera), "--mic", str(speech),
+                             "--window", "2", "--hop", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=_env())
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(90)
+    assert first and first[0].startswith("{"), "no result before SIGTERM"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    elapsed = time.monotonic() - sent
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+
+
+def test_slow_answer_stage_drops_oldest_windows(media):
+    from edge_app.config import build_config
+    from edge_app.live import LiveSession
+    from edge_app.records import DeidAudio
+
+    _, speech = media
+    config = build_config({"live": {"camera": "none", "mic": str(speech), "window_s": 1.0,
+                                    "hop_s": 0.25, "duration_s": 4.0, "max_pending_windows": 1}})
+    published: list[dict] = []
+    seen_audio: list[object] = []
+
+    class ListSink:
+        def publish(self, result: dict) -> None:
+            published.append(result)
+
+        def close(self) -> None:
+            pass
+
+    def slow_answer(cues, window):
+        seen_audio.append(window.audio)
+        time.sleep(0.8)  # a slow LLM: windows arrive every 0.25 s
+        return {"label": "neutral", "scores": {"neutral": 1.0}}
+
+    session = LiveSession(config, [ListSink()], answer=slow_answer)
+    try:
+        summary = session.run(threading.Event())
+    finally:
+        session.close()
+    assert summary.windows_dropped > 0
+    assert published and all(r["label"] == "neutral" for r in published)
+    drops = [r["dropped_windows"] for r in published]
+    assert drops == sorted(drops) and drops[-1] > 0
+    # the queue kept the newest windows: published starts jump ahead by more than one hop
+    starts = [r["start"] for r in published]
+    assert max(b - a for a, b in zip(starts, starts[1:])) > 0.25
+    assert all(isinstance(a, DeidAudio) for a in seen_audio)
+    assert summary.stages["answer"]["count"] == len(published)
+
+
+@pytest.mark.parametrize("camera", ["7", "/no/such/camera.mp4"])
+def test_missing_camera_is_a_one_line_error(camera):
+    proc = _live("--camera", camera, "--mic", "none", "--duration", "2", timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("deemo-edge: error:")]
+    assert len(errors) == 1 and f"camera {camera}" in errors[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_mic_none_runs_video_only(media):
+    camera, _ = media
+    proc = _live("--camera", str(camera), "--mic", "none", "--window", "2", "--hop", "1",
+                 "--duration", "4")
+    assert proc.returncode == 0, proc.stderr
+    results = json_lines(proc.stdout)
+    assert len(results) >= 2, proc.stderr
+    assert all(r["cues"]["prosody"] is None for r in results)
+    assert all(r["cues"]["body"] is not None for r in results)
