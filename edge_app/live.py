@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from edge_app.cues import CueOptions, Cues, extract_cues
 from edge_app.cues.pose import PoseEstimator, PoseSample, RateLimiter
-from edge_app.deid.live import NONE, DeidentifiedCamera, DeidentifiedMicrophone, RingBuffer, SessionClock
+from edge_app.deid.live import (
+    NONE,
+    DeidentifiedCamera,
+    DeidentifiedMicrophone,
+    RingBuffer,
+    SessionClock,
+)
 from edge_app.errors import UsageError
 from edge_app.metrics import StageStats
 from edge_app.records import DeidAudio, DeidFrame
@@ -231,7 +237,7 @@ class LiveSession:
                 ended = self._input_ended(now)
                 if ended:
                     reason = ended
-                    self._finish(scheduler, worker, final_t=min(now, o.duration_s or now))
+                    self._finish(scheduler, worker, stop, final_t=min(now, o.duration_s or now))
                     break
                 if now >= next_status:
                     self._status()
@@ -250,16 +256,17 @@ class LiveSession:
                 return "end of input"
         return None
 
-    def _finish(self, scheduler: _Scheduler, worker: _Worker, final_t: float) -> None:
-        """End of input: analyse every complete window up to `final_t`, then return."""
+    def _finish(self, scheduler: _Scheduler, worker: _Worker, stop: threading.Event, final_t: float) -> None:
+        """End of input: analyse every complete window up to `final_t` (a signal cuts it short)."""
         for thread in (self.camera, self.mic):
             if thread is not None:
                 thread.stop()
         deadline = time.monotonic() + self.options.settle_s + 2.0
-        while time.monotonic() < deadline and not scheduler.done(final_t):
+        while time.monotonic() < deadline and not scheduler.done(final_t) and not stop.wait(0.02):
             scheduler.tick(self.clock(), final_t=final_t)
-            time.sleep(0.02)
-        worker.drain(timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not stop.is_set() and not worker.drain(timeout=0.1):
+            pass
 
     def _shutdown(self, threads: list[threading.Thread], worker: _Worker) -> None:
         """Stop every thread within ~1.5 s in total; then no result reaches the sinks."""

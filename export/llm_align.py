@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
         if (step + 1) % max(1, a.steps // 2) == 0 or step + 1 == a.steps:
             proj.eval()
             v = llm_scores(scorer, proj, vtok, vy[vsel])

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from conftest import SAMPLE, ravdess_path
 
 # Three utterances of one actor (neutral, calm, angry): ~10 s with pauses.

@@ -63,17 +63,15 @@ def test_sample_clip_end_to_end(sample_clip, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "make, fragment",
-    [
-        (lambda p: p / "missing.mp4", "no such file"),
-        (lambda p: (p / "empty.mp4").write_bytes(b"") or p / "empty.mp4", "empty"),
-        (lambda p: (p / "notes.mp4").write_text("not a video\n" * 50) or p / "notes.mp4",
-         "not a readable media file"),
-    ],
+    "content, fragment",
+    [(None, "no such file"), (b"", "empty"), (b"not a video\n" * 50, "not a readable media file")],
     ids=["missing", "empty", "not-media"],
 )
-def test_bad_single_input_is_one_line_error(tmp_path, make, fragment):
-    proc = run("file", str(make(tmp_path)), "--quiet")
+def test_bad_single_input_is_one_line_error(tmp_path, content, fragment):
+    path = tmp_path / "clip.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run("file", str(path), "--quiet")
     assert_one_line_error(proc, 3, fragment)
     assert proc.stdout == ""
 
@@ -115,7 +113,7 @@ def test_audio_only_input(angry_flac, tmp_path):
     assert result["media"]["has_video"] is False
     assert len(result["windows"]) >= 1
     assert all(w["cues"]["body"] is None for w in result["windows"])
-    assert result["windows"][0]["cues"]["prosody"]["voiced_ratio"] > 0.2
+    assert result["windows"][0]["cues"]["prosody"]["voiced_ratio"] > 0.1
     import soundfile as sf
 
     anon, sr = sf.read(wav)

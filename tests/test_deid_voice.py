@@ -183,6 +183,27 @@ def test_pitch_normalisation_maps_median_and_keeps_contour():
     assert abs(np.log2(medians[0] / medians[1])) < 0.25  # from 1.16 octaves apart
 
 
+def test_pitch_norm_strength_scales_the_shift():
+    x = synth_voice(110.0, 3.0)
+    f_in, v_in = f0_track(x)
+    full = run(x, method="mcadams+pitch", mcadams_alpha=0.8, seed=4).samples
+    # strength 1 is exactly the full normalisation
+    one = run(x, method="mcadams+pitch", mcadams_alpha=0.8, seed=4, pitch_norm_strength=1.0).samples
+    assert np.array_equal(full, one)
+    shifts = {}
+    for strength in (0.0, 0.5, 1.0):
+        out = run(x, method="mcadams+pitch", mcadams_alpha=1.0, pitch_norm_strength=strength).samples
+        f_out, v_out = f0_track(out)
+        both = v_in & v_out
+        both[: len(both) // 3] = False  # after the running estimate has settled
+        shift = np.log2(f_out[both] / f_in[both])
+        shifts[strength] = np.median(shift[np.abs(shift - np.median(shift)) < 0.4])
+    assert abs(shifts[0.0]) < 0.03  # strength 0: pitch left where it was
+    full_shift = np.log2(160.0 / 110.0)  # about 0.54 octave up
+    assert abs(shifts[1.0] - full_shift) < 0.15
+    assert abs(shifts[0.5] - 0.5 * shifts[1.0]) < 0.07  # half the log shift
+
+
 def test_silence_short_and_empty_inputs():
     for n in (0, 10, 400):
         out = run(np.zeros(n, np.float32), seed=0)
@@ -202,6 +223,8 @@ def test_bad_options_are_usage_errors():
         VoiceDeidentifier(VoiceDeidOptions(mcadams_alpha=0.0))
     with pytest.raises(UsageError):
         VoiceDeidentifier(VoiceDeidOptions(target_f0_hz=20.0))
+    with pytest.raises(UsageError):
+        VoiceDeidentifier(VoiceDeidOptions(pitch_norm_strength=1.5))
     deid = VoiceDeidentifier(VoiceDeidOptions())
     with pytest.raises(UsageError):
         deid.feed(AudioChunk(0.0, np.zeros(100, np.float32), 8000))

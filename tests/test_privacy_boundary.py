@@ -74,10 +74,10 @@ def test_pose_sees_only_masked_deid_frames(sample_clip, monkeypatch):
 
 
 def test_failed_deidentification_never_passes_the_frame(sample_clip, tmp_path, monkeypatch):
-    def broken(self, frame):
+    def broken(self, image, t):
         raise RuntimeError("detector crashed")
 
-    monkeypatch.setattr(VideoDeidentifier, "_detect", broken)
+    monkeypatch.setattr(VideoDeidentifier, "_deidentify", broken)
     out = tmp_path / "anon.mp4"
     with Analyzer(Config()) as analyzer:
         result = analyzer.analyse(str(sample_clip), save_anonymized=str(out))

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from live_media import json_lines, make_camera_clip, make_speech, media_files
 
 CLI = [sys.executable, "-m", "edge_app.cli"]
@@ -31,7 +30,7 @@ def notify_socket(tmp_path):
         while not done.is_set():
             try:
                 messages.append(sock.recv(4096).decode("utf-8"))
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     thread = threading.Thread(target=collect, daemon=True)
@@ -84,20 +83,32 @@ jsonl_path = "{results}"
     assert media_files(results.parent) == []
 
 
-@pytest.mark.parametrize(
-    ("body", "fragment"),
-    [
-        ('[live]\ncamra = "0"\n', "live.camra"),
-        ('[live]\nwindow_s = "long"\n', "live.window_s"),
-        ('[output]\nmqtt_qos = 1\nstdout = "yes"\n', "output.stdout"),
-    ],
-)
-def test_serve_rejects_a_bad_config_naming_the_key(tmp_path, notify_socket, body, fragment):
+def test_serve_rejects_a_bad_config_key_at_start(tmp_path, notify_socket):
     notify, messages = notify_socket
     config = tmp_path / "bad.toml"
-    config.write_text(body)
+    config.write_text('[live]\ncamra = "0"\n')
     proc = _serve(config, notify)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("deemo-edge: error:")]
-    assert len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert len(errors) == 1 and "live.camra" in errors[0], proc.stderr
+    assert "allowed: camera, mic" in errors[0]
     assert not any(m.startswith("READY=1") for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('[live]\nwindow_s = "long"\n', "'live.window_s' must be float"),
+        ("[live]\nhop_s = 0\n", "'live.hop_s'"),
+        ('[live]\ncamera = "none"\nmic = "none"\n', "nothing to analyse"),
+        ('[output]\nstdout = "yes"\n', "'output.stdout' must be bool"),
+    ],
+)
+def test_bad_live_and_output_values_name_the_key(tmp_path, body, fragment):
+    from edge_app.config import load_config
+    from edge_app.errors import UsageError
+
+    config = tmp_path / "bad.toml"
+    config.write_text(body)
+    with pytest.raises(UsageError, match=fragment):
+        load_config(str(config))

@@ -64,6 +64,10 @@ class VoiceDeidOptions:
     seed: int | None = None
     # every speaker's running median F0 is mapped to this pitch, Hz (gender-neutral)
     target_f0_hz: float = 160.0
+    # how far the speaker's pitch level is moved towards target_f0_hz, in [0, 1]:
+    # the shift is strength * (log target - log speaker median); 1 = full
+    # normalisation (every speaker on the target), 0 = pitch left as it is
+    pitch_norm_strength: float = 1.0
     # how far formants follow the pitch shift: 1.0 = scaled by the same ratio
     # (normalises apparent vocal-tract size too), 0.0 = formants kept in place
     formant_follow: float = 1.0
@@ -89,6 +93,8 @@ class VoiceDeidOptions:
             raise UsageError(f"mcadams_alpha must be in (0, 1.5], got {self.mcadams_alpha}")
         if not 60.0 <= self.target_f0_hz <= 400.0:
             raise UsageError(f"target_f0_hz must be in [60, 400], got {self.target_f0_hz}")
+        if not 0.0 <= self.pitch_norm_strength <= 1.0:
+            raise UsageError(f"pitch_norm_strength must be in [0, 1], got {self.pitch_norm_strength}")
         if self.max_shift < 1.0:
             raise UsageError(f"max_shift must be >= 1, got {self.max_shift}")
 
@@ -204,7 +210,10 @@ class SpeakerPitch:
         n = self.median.n_voiced - voiced.sum() + np.cumsum(voiced)
         w = n / (n + self.opts.prior_frames)
         speaker = np.exp(w * np.log(median_hz) + (1 - w) * np.log(self.opts.prior_f0_hz))
-        return np.clip(self.opts.target_f0_hz / speaker, 1 / self.opts.max_shift, self.opts.max_shift)
+        ratio = self.opts.target_f0_hz / speaker
+        if self.opts.pitch_norm_strength != 1.0:  # partial: (target / speaker) ** strength
+            ratio = ratio**self.opts.pitch_norm_strength
+        return np.clip(ratio, 1 / self.opts.max_shift, self.opts.max_shift)
 
     @property
     def median_hz(self) -> float | None:

@@ -143,9 +143,7 @@ def open_camera(
 
 
 def _is_file_spec(spec: str) -> bool:
-    if spec.isdigit() or spec.startswith("/dev/") or spec.lower().startswith(URL_PREFIXES):
-        return False
-    return True
+    return not (spec.isdigit() or spec.startswith("/dev/") or spec.lower().startswith(URL_PREFIXES))
 
 
 def _open_capture(spec: str, is_file: bool) -> cv2.VideoCapture:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy.signal import lfilter, lfilter_zi, firwin
+from scipy.signal import firwin, lfilter, lfilter_zi
 
 from edge_app.errors import InputError, UsageError
 from edge_app.records import AudioChunk
