@@ -69,6 +69,10 @@ class Answerer:
     def close(self) -> None:
         self.llm.close()
 
+    def cancel(self) -> None:
+        """Stop an answer in progress at its next token (called at shutdown)."""
+        self.llm.cancel()
+
     def answer(self, cues: Cues, poses: Sequence[PoseSample] | None,
                audio: DeidAudio | None) -> Answer:
         t0 = time.perf_counter()

@@ -311,6 +311,9 @@ def _add_live_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pending", type=int, default=None, metavar="N",
                    help="windows waiting for analysis before the oldest are dropped "
                    "[config live.max_pending_windows: 2]")
+    p.add_argument("--cues-only", action="store_true",
+                   help="skip encoders and LLM: cues only, no label or reasoning "
+                   "[config answer.enabled: true]")
     p.add_argument("--quiet", action="store_true", help="warnings and errors only on stderr")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"), help="stderr log level")
@@ -344,6 +347,7 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "live.max_pending_windows": args.max_pending,
         "video.mask": args.mask,
         "voice.seed": args.seed,
+        "answer.enabled": False if args.cues_only else None,
     }
     if args.json_lines:
         overrides.update({"output.jsonl_path": args.json_lines, "output.stdout": False})
@@ -361,15 +365,45 @@ def run_live(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         sinks = open_sinks(config.output)
         try:
-            session = LiveSession(config, sinks)
+            session = LiveSession(config, sinks, answer=_answer_hook(config))
             try:
                 summary = session.run(stop)
             finally:
                 session.close()
         finally:
             close_all(sinks)
+    code = 130 if summary.reason == "interrupted" else EXIT_OK
+    _exit_now_if_stuck(session, code)
     _quick_teardown()
-    return 130 if summary.reason == "interrupted" else EXIT_OK
+    return code
+
+
+def _answer_hook(config: Any):
+    """The encoders + LLM stage as the live loop's answer hook (None when disabled)."""
+    if not config.answer.enabled:
+        return None
+    from edge_app.answer import Answerer
+
+    answerer = Answerer(config.answer)
+
+    def hook(cues, window) -> dict[str, Any]:
+        poses = window.poses if window.has_video else None
+        return answerer.answer(cues, poses, window.audio).to_dict()
+
+    hook.cancel = answerer.cancel  # type: ignore[attr-defined]  # LiveSession calls it at stop
+    return hook
+
+
+def _exit_now_if_stuck(session: Any, code: int) -> None:
+    """A worker still inside native code (llama.cpp) at exit would crash teardown.
+
+    Results are published and the sinks closed by now, so end the process
+    directly instead of freeing models under a running thread.
+    """
+    if getattr(session, "stuck_threads", None):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _quick_teardown() -> None:
@@ -422,7 +456,8 @@ def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
         sinks = open_sinks(config.output)
         try:
             beat = service.Heartbeat(max_age_s=max(20.0, 2 * (o.window_s + o.hop_s) + o.settle_s + 10))
-            session = LiveSession(config, sinks, on_status=service.notify_status,
+            session = LiveSession(config, sinks, answer=_answer_hook(config),
+                                  on_status=service.notify_status,
                                   on_result=lambda _result: beat.beat())
             try:
                 beat.beat()
@@ -434,8 +469,10 @@ def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
                 session.close()
         finally:
             close_all(sinks)
+    code = 130 if summary.reason == "interrupted" else EXIT_OK
+    _exit_now_if_stuck(session, code)
     _quick_teardown()
-    return 130 if summary.reason == "interrupted" else EXIT_OK
+    return code
 
 
 def format_text(result: dict[str, Any]) -> str:

@@ -181,6 +181,7 @@ class LiveSession:
             self.close()
             raise
         self.pending: RingBuffer[LiveWindow] = RingBuffer(o.max_pending_windows)
+        self.stuck_threads: list[str] = []  # threads still running after shutdown
         self.stages = {name: StageStats(name) for name in ("cues", "answer", "latency")}
         self.published = 0
         self.latest_result: dict[str, Any] | None = None
@@ -273,10 +274,14 @@ class LiveSession:
         for thread in threads:
             thread.stop()  # type: ignore[attr-defined]
         worker.stop()
+        cancel = getattr(self.answer, "cancel", None)
+        if cancel is not None:
+            cancel()  # the LLM stops at its next token instead of finishing a sentence
         deadline = time.monotonic() + 1.5
         for thread in threads + [worker]:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
+                self.stuck_threads.append(thread.name)
                 log.warning("%s did not stop in time; leaving it", thread.name)
         with self._publish_lock:
             self._sinks_open = False

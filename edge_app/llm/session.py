@@ -12,6 +12,7 @@ Per window:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class LlmSession:
 
     def __init__(self, options: LlmOptions | None = None) -> None:
         self.options = options or LlmOptions()
+        self._cancelled = threading.Event()
         path = resolve_model_path(self.options)
         try:
             from edge_app.llm.native import NativeModel
@@ -162,6 +164,14 @@ class LlmSession:
             },
         )
 
+    def cancel(self) -> None:
+        """Make a running (or the next) `answer` stop generating at the next token.
+
+        Called from another thread at shutdown, so a live loop can stop within its
+        deadline instead of waiting for a full reasoning sentence.
+        """
+        self._cancelled.set()
+
     def set_threads(self, n_threads: int) -> None:
         """Change the CPU threads used from the next window on (no reload)."""
         self.options.n_threads = n_threads
@@ -266,6 +276,8 @@ class LlmSession:
         out = b""
         n = sentences = 0
         for n in range(1, opt.max_reasoning_tokens + 1):
+            if self._cancelled.is_set():
+                break
             tok = self._pick(nat.logits())
             if nat.is_eog(tok):
                 break
