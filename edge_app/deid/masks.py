@@ -62,8 +62,15 @@ def apply_mask(image: np.ndarray, box: Box, mode: str = "solid", shape: str = "e
         return
     roi = image[box.y0 : box.y1, box.x0 : box.x1]
     if mode == "solid":
-        cover = np.zeros_like(roi)
-    elif mode == "pixelate":
+        # Paint black straight into the frame: the same pixels as `region`
+        # (same rasteriser, same ellipse), without building a mask.
+        h, w = roi.shape[:2]
+        if shape == "rect" or _at_edge(box, image.shape[0], image.shape[1]):
+            roi[:] = 0
+        else:
+            cv2.ellipse(roi, _ellipse_rect(h, w), (0, 0, 0), -1)
+        return
+    if mode == "pixelate":
         cover = _pixelate(roi, PIXEL_BLOCKS)
     elif mode == "blur":
         cover = _heavy_blur(roi, BLUR_PIXELS)
@@ -80,8 +87,7 @@ def region(box: Box, shape: str, height: int, width: int) -> np.ndarray:
     inscribed in a cut box would leave the corner of a half-visible head bare.
     """
     h, w = box.y1 - box.y0, box.x1 - box.x0
-    at_edge = box.x0 <= 0 or box.y0 <= 0 or box.x1 >= width or box.y1 >= height
-    if shape == "rect" or at_edge:
+    if shape == "rect" or _at_edge(box, height, width):
         return np.ones((h, w), bool)
     return _ellipse(h, w)
 
@@ -95,9 +101,17 @@ def covered(boxes: list[Box], shape: str, height: int, width: int) -> np.ndarray
     return out
 
 
+def _at_edge(box: Box, height: int, width: int) -> bool:
+    return box.x0 <= 0 or box.y0 <= 0 or box.x1 >= width or box.y1 >= height
+
+
+def _ellipse_rect(h: int, w: int) -> tuple:
+    return (((w - 1) / 2, (h - 1) / 2), (w, h), 0)
+
+
 def _ellipse(h: int, w: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
-    cv2.ellipse(mask, (((w - 1) / 2, (h - 1) / 2), (w, h), 0), 255, -1)
+    cv2.ellipse(mask, _ellipse_rect(h, w), 255, -1)
     return mask.astype(bool)
 
 
