@@ -68,6 +68,8 @@ METHODS: dict[str, dict] = {
     "mcadams_a0.8": {"method": "mcadams", "mcadams_alpha": 0.8},
     "mcadams_rand": {"method": "mcadams"},
     "default": {},
+    "pitch_s0.5": {"method": "mcadams+pitch", "pitch_norm_strength": 0.5},
+    "pitch_only": {"method": "mcadams+pitch", "mcadams_alpha": 1.0},
     "pitch_ff0": {"method": "mcadams+pitch", "formant_follow": 0.0},
     "pitch_ff0.5": {"method": "mcadams+pitch", "formant_follow": 0.5},
 }

@@ -59,6 +59,7 @@ def test_pose_sees_only_masked_deid_frames(sample_clip, monkeypatch):
     monkeypatch.setattr(PoseEstimator, "estimate", spy)
     config = Config()
     config.cues.pose_fps = 5.0
+    config.answer.enabled = False  # this test is about what pose sees, not the LLM
     with Analyzer(config) as analyzer:
         result = analyzer.analyse(str(sample_clip))
     assert seen, "pose was never called"
@@ -79,7 +80,9 @@ def test_failed_deidentification_never_passes_the_frame(sample_clip, tmp_path, m
 
     monkeypatch.setattr(VideoDeidentifier, "_deidentify", broken)
     out = tmp_path / "anon.mp4"
-    with Analyzer(Config()) as analyzer:
+    config = Config()
+    config.answer.enabled = False
+    with Analyzer(config) as analyzer:
         result = analyzer.analyse(str(sample_clip), save_anonymized=str(out))
     assert result.privacy["frames_dropped"] == result.privacy["frames_seen"] > 0
     import av

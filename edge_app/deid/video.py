@@ -63,10 +63,11 @@ class VideoDeidOptions:
     # MediaPipe face detection confidence threshold (default 0.3).
     mediapipe_threshold: float = 0.3
     # Run CenterFace on one frame in this many (default 1 = every frame).
-    # 2 is ~1.5x faster (2.7x deface instead of 1.6-1.7x, interleaved compute
-    # timing), but a face entering the picture on a skipped frame stays bare
-    # for that frame: 12 of 884 faces deface masks, in a 4 s 640x360 crowd pan;
-    # persistence only covers faces already seen. Privacy first: default 1.
+    # 2 is cheaper (CenterFace is most of the CPU), but a face entering the
+    # picture on a skipped frame stays bare for that frame: 12 of 884 faces
+    # deface masks, in a 4 s 640x360 crowd pan; persistence only covers faces
+    # already seen. Privacy first: default 1 (already >2x deface in CPU time,
+    # benchmarks/results/video_deid.md).
     centerface_every: int = 1
     # CenterFace input is resized so its longer side is at most this
     # (default 1280, i.e. full resolution up to 720p, like deface).

@@ -17,6 +17,11 @@ from edge_app.records import DeidAudio, DeidFrame
 
 AUDIO_CODEC = "aac"
 VIDEO_CODEC = "libx264"
+# x264 preset of the anonymised copy. "superfast" against "veryfast" (crf 23,
+# synthetic crowd pan): ~40% less encoder CPU (3.2 vs 5.7 ms a frame at
+# 640x360, ~13-17 vs ~21 ms at 1280x720), same PSNR (36.1 vs 35.9 dB), files
+# ~1.5x larger. "ultrafast" saves a little more CPU but makes files ~3.7x larger.
+VIDEO_PRESET = "superfast"
 
 
 def _check(obj: object, cls: type) -> None:
@@ -48,7 +53,7 @@ class AnonymizedVideoWriter:
         stream = self._container.add_stream(VIDEO_CODEC, rate=self._rate)
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(self._crf), "preset": "veryfast"}
+        stream.options = {"crf": str(self._crf), "preset": VIDEO_PRESET}
         return stream
 
     def write(self, frame: DeidFrame) -> None:
