@@ -218,7 +218,6 @@ def code_hash() -> str:
     """Fingerprint of everything that changes anonymised audio or features (the
     de-identifier's source and this file's per-utterance code, not the report)."""
     import inspect
-
     import re
 
     h = hashlib.sha1()
@@ -226,7 +225,7 @@ def code_hash() -> str:
                 "edge_app/deid/stream.py"):
         text = (ROOT / rel).read_text()
         # the option defaults are not code: the resolved options are part of the cache key
-        text = re.sub(r"class VoiceDeidOptions:.*?\n    def validate", "", text, flags=re.S)
+        text = re.sub(r"class VoiceDeidOptions:.*?\n    def validate", "", text, flags=re.DOTALL)
         h.update(text.encode())
     for fn in (session_seed, work, emotion_features):
         h.update(inspect.getsource(fn).encode())
@@ -338,7 +337,7 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
         "accuracy on test actors 21-24. RTF: anonymiser CPU time on one thread / audio duration "
         "(measured inside the benchmark's worker processes, so on a busy machine it is pessimistic).  ",
         "",
-        "Sessions (the `sessions` column): **speaker** = each actor's clips go, in a random order, through one "
+        ("Sessions (the `sessions` column): **speaker** = each actor's clips go, in a random order, through one "
         "anonymisation session per side (one random alpha, one running speaker-F0 estimate), as in live use, "
         "where one session covers one speaker for a long time. This is the realistic protocol and the one "
         "the default is judged on: the running median F0 converges to the speaker's own level, so an "
@@ -347,7 +346,7 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
         "stress test, not a use case; full pitch normalisation then removes each utterance's own pitch "
         "level. The enrolment side of the semi-informed attack always uses different sessions (seeds) "
         "from the test side. The emotion classifier and its features are identical for every row; "
-        "only the audio differs.",
+        "only the audio differs."),
         "",
         "| method | sessions | EER lazy-informed | EER semi-informed | emotion 8-class | emotion 4-class | RTF (1 core) |",
         "|---|---|---|---|---|---|---|",
@@ -359,9 +358,9 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
         lines.append(f"| {r['name']}: `{r['options']}` | {r['sessions']} | {100 * r['eer_lazy']:.1f} % | "
                      f"{100 * r['eer_semi']:.1f} % | {_acc(r, 'emotion8', o)} | {_acc(r, 'emotion4', o)} | "
                      f"{r['rtf']:.4f} |")
-    lines += ["", "Emotion accuracy in brackets: change against the original audio (points). Targets for the "
-              "default: lazy EER >= 45 %, semi EER >= 35 %, at most 3 points of emotion accuracy lost, "
-              "RTF <= 0.02.", ""]
+    lines += ["", ("Emotion accuracy in brackets: change against the original audio (points). Targets for "
+                   "the default: lazy EER >= 45 %, semi EER >= 35 %, at most 3 points of emotion accuracy "
+                   "lost, RTF <= 0.02."), ""]
     lines += res.get("notes", [])
     (out / f"{stem}.md").write_text("\n".join(lines))
     _plot(out / f"{stem}.png", res, curves)
