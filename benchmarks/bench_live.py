@@ -24,6 +24,7 @@ Writes benchmarks/results/live.json and live.md (--out to change the folder).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -41,6 +42,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from edge_app.config import build_config  # noqa: E402
+from edge_app.answer import live_answer_hook
 from edge_app.live import LiveOptions, LiveSession  # noqa: E402
 
 DEFAULTS = LiveOptions()
@@ -50,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0, help="length of the run (default 5)")
     p.add_argument("--quick", action="store_true", help="1-minute run (overrides --minutes)")
+    p.add_argument("--llm-threads", type=int, default=None,
+                   help="llama.cpp threads (default: the config's, i.e. all cores)")
     p.add_argument("--window", type=float, default=DEFAULTS.window_s,
                    help=f"window length, s (default {DEFAULTS.window_s}, the shipped default)")
     p.add_argument("--hop", type=float, default=DEFAULTS.hop_s,
@@ -114,9 +118,10 @@ def run(args: argparse.Namespace) -> dict:
         config = build_config({"live": {
             "camera": clip, "mic": speech, "window_s": args.window, "hop_s": args.hop,
             "duration_s": minutes * 60.0, "loop_files": True, "status_every_s": 60.0,
-        }})
+        }, "answer": {"llm": {"n_threads": args.llm_threads}} if args.llm_threads else {}})
         sink = Collect()
-        session = LiveSession(config, [sink])
+        session = LiveSession(config, [sink], answer=live_answer_hook(
+            dataclasses.replace(config.answer, reasoning=config.live.reasoning)))
         samples: list[tuple[float, float]] = []
         done = threading.Event()
 

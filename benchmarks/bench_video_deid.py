@@ -107,6 +107,7 @@ def run_ours(in_path: str, out_path: str, config: str) -> None:
     print(json.dumps({
         "wall_in_process_s": t1 - t0,
         "loop_s": t1 - t_loaded,
+        "cpu_in_process_s": time.process_time() - c0,
         "loop_cpu_s": time.process_time() - c_loaded,
         "frames": len(boxes),
         "stats": stats,
@@ -326,13 +327,17 @@ def to_markdown(result: dict) -> str:
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
         f"Clip: synthetic scene `{result['scene']}`, camera pan/zoom/roll, {result['seconds']} s at {result['fps']} fps.  ",
-        f"Ours: decode (PyAV) -> `VideoDeidentifier` -> `AnonymizedVideoWriter` (libx264 preset "
-        f"`{result.get('encoder_preset', '?')}`, crf 23); deface: its CLI with its defaults (`--backend "
-        f"{result.get('deface_backend', 'onnxrt')}`).",
+        (
+            f"Ours: decode (PyAV) -> `VideoDeidentifier` -> `AnonymizedVideoWriter` (libx264 preset "
+            f"`{result.get('encoder_preset', '?')}`, crf 23); deface: its CLI with its defaults (`--backend "
+            f"{result.get('deface_backend', 'onnxrt')}`)."
+        ),
         "",
-        "Load average (1/5/15 min) while timing: "
-        + "; ".join(f"{r['size']}: {r['load_avg_before']} before, {r['load_avg_after']} after" for r in result["rows"])
-        + ".",
+        (
+            "Load average (1/5/15 min) while timing: "
+            + "; ".join(f"{r['size']}: {r['load_avg_before']} before, {r['load_avg_after']} after" for r in result["rows"])
+            + "."
+        ),
         "",
         "**CPU-time ratios are the steadier figure.** This machine is shared with other jobs, so wall-clock",
         "times swing with their load; CPU time (user + sys of the whole child process, its threads and",

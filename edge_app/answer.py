@@ -19,6 +19,7 @@ import numpy as np
 from edge_app.cues import Cues, PoseSample
 from edge_app.encoders.runtime import AudioEncoder, BodyEncoder, EncoderOptions, EncoderOutput
 from edge_app.llm import LlmOptions, LlmSession
+from edge_app.errors import UsageError
 from edge_app.records import LABELS, DeidAudio
 
 EPS = 1e-4
@@ -30,8 +31,10 @@ class AnswerOptions:
 
     # Run encoders and the LLM (label, scores, reasoning); False = cues only.
     enabled: bool = True
-    # Generate reasoning text with the LLM (False: template reasoning from the cues).
-    reasoning: bool = True
+    # When the LLM writes the reasoning: "always"; "on_change" (only when the label
+    # differs from the previous window's, else the template from the cues: the LLM's
+    # costliest step, skipped where it adds least, e.g. live); "never" (template only).
+    reasoning: str = "always"
     # Encoder models and backend (auto | tensorrt | cuda | cpu).
     encoders: EncoderOptions = field(default_factory=EncoderOptions)
     # The GGUF model and llama.cpp settings.
@@ -61,13 +64,21 @@ class Answerer:
     """Loads the encoders and the LLM once; answers windows one at a time."""
 
     def __init__(self, options: AnswerOptions):
+        if options.reasoning not in ("always", "on_change", "never"):
+            raise UsageError(f"answer.reasoning = {options.reasoning!r}; allowed: "
+                             "always, on_change, never")
         self.options = options
+        self._last_label: str | None = None
         self.audio = AudioEncoder(options.encoders)
         self.body = BodyEncoder(options.encoders)
         self.llm = LlmSession(options.llm)
 
     def close(self) -> None:
         self.llm.close()
+
+    def _should_reason(self, label: str) -> bool:
+        policy = self.options.reasoning
+        return policy == "always" or (policy == "on_change" and label != self._last_label)
 
     def cancel(self) -> None:
         """Stop an answer in progress at its next token (called at shutdown)."""
@@ -85,8 +96,9 @@ class Answerer:
             embeddings or None,
             _cue_lines(cues),
             prior=_prior(voice, body),  # weighted by llm.prior_weight
-            reason=self.options.reasoning,
+            reason=self._should_reason,
         )
+        self._last_label = reply.label
         heads = {name: _head(out) for name, out in (("voice", voice), ("body", body)) if out}
         return Answer(
             label=reply.label,
@@ -96,6 +108,24 @@ class Answerer:
             heads=heads,
             timings={"encoders": t1 - t0, "llm": reply.timings.get("total_s", 0.0)},
         )
+
+
+def live_answer_hook(options: AnswerOptions):
+    """The encoders + LLM as `LiveSession`'s answer hook; None when disabled.
+
+    The hook has a `cancel()` that LiveSession calls at shutdown, so an answer in
+    progress stops at its next token.
+    """
+    if not options.enabled:
+        return None
+    answerer = Answerer(options)
+
+    def hook(cues: Cues, window: Any) -> dict[str, Any]:
+        poses = window.poses if window.has_video else None
+        return answerer.answer(cues, poses, window.audio).to_dict()
+
+    hook.cancel = answerer.cancel  # type: ignore[attr-defined]
+    return hook
 
 
 def _has_speech(cues: Cues) -> bool:

@@ -379,19 +379,11 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 def _answer_hook(config: Any):
-    """The encoders + LLM stage as the live loop's answer hook (None when disabled)."""
-    if not config.answer.enabled:
-        return None
-    from edge_app.answer import Answerer
+    import dataclasses
 
-    answerer = Answerer(config.answer)
+    from edge_app.answer import live_answer_hook
 
-    def hook(cues, window) -> dict[str, Any]:
-        poses = window.poses if window.has_video else None
-        return answerer.answer(cues, poses, window.audio).to_dict()
-
-    hook.cancel = answerer.cancel  # type: ignore[attr-defined]  # LiveSession calls it at stop
-    return hook
+    return live_answer_hook(dataclasses.replace(config.answer, reasoning=config.live.reasoning))
 
 
 def _exit_now_if_stuck(session: Any, code: int) -> None:

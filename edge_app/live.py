@@ -79,6 +79,10 @@ class LiveOptions:
     max_pending_windows: int = 2
     # Pose samples per second; None (default) = cues.pose_fps.
     pose_fps: float | None = None
+    # When the LLM writes reasoning text: "on_change" (default: only when the label
+    # differs from the previous window's; otherwise the reasoning is built from the
+    # measured cues, which keeps the 2-core latency budget), "always" or "never".
+    reasoning: str = "on_change"
     # Face removal runs on at most this many camera frames per second; the others
     # are discarded raw (pose samples at a lower rate anyway). Default 10.
     max_video_fps: float = 10.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,7 +114,7 @@ class LlmSession:
         *,
         prior: np.ndarray | Sequence[float] | None = None,
         prior_weight: float | None = None,
-        reason: bool = True,
+        reason: bool | Callable[[str], bool] = True,
     ) -> LlmAnswer:
         """Label, label probabilities and reasoning for one window.
 
@@ -125,7 +125,8 @@ class LlmSession:
         prior: optional per-label additive scores in LABELS order (e.g. log-probs of the
             encoders' classifier head), weighted by `prior_weight` (default from options).
         reason: False skips generation (the costly part) and returns the template
-            reasoning, e.g. for windows whose label did not change.
+            reasoning; a callable gets the chosen label and decides (e.g. generate
+            only for windows whose label changed).
         """
         t0 = time.perf_counter()
         decoded0 = self._native.n_decoded
@@ -141,6 +142,8 @@ class LlmSession:
         label = LABELS[best]
         t2 = time.perf_counter()
 
+        if callable(reason):  # e.g. "only when the label changed" in a live loop
+            reason = bool(reason(label))
         text, n_gen = self._generate_reasoning(best, pos) if reason else ("", 0)
         kept = reasoning.filter_reasoning(text, cues)
         source: Literal["llm", "template"] = "llm" if kept else "template"
