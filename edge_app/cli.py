@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from edge_app import __version__
 from edge_app.logs import filter_native_stderr
-from edge_app.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE, DeemoError, UsageError
+from edge_app.errors import EXIT_INPUT, EXIT_OK, DeemoError, UsageError
 
 log = logging.getLogger("deemo_edge")
 
@@ -372,10 +372,7 @@ def run_live(args: argparse.Namespace) -> int:
                 session.close()
         finally:
             close_all(sinks)
-    code = 130 if summary.reason == "interrupted" else EXIT_OK
-    _exit_now_if_stuck(session, code)
-    _quick_teardown()
-    return code
+    return _finish(session, summary)
 
 
 def _answer_hook(config: Any):
@@ -384,6 +381,14 @@ def _answer_hook(config: Any):
     from edge_app.answer import live_answer_hook
 
     return live_answer_hook(dataclasses.replace(config.answer, reasoning=config.live.reasoning))
+
+
+def _finish(session: Any, summary: Any) -> int:
+    """Exit code of a live/serve run, after a teardown that cannot crash or stall."""
+    code = 130 if summary.reason == "interrupted" else EXIT_OK
+    _exit_now_if_stuck(session, code)
+    _quick_teardown()
+    return code
 
 
 def _exit_now_if_stuck(session: Any, code: int) -> None:
@@ -461,10 +466,7 @@ def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
                 session.close()
         finally:
             close_all(sinks)
-    code = 130 if summary.reason == "interrupted" else EXIT_OK
-    _exit_now_if_stuck(session, code)
-    _quick_teardown()
-    return code
+    return _finish(session, summary)
 
 
 def format_text(result: dict[str, Any]) -> str:

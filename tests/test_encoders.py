@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, audio_features, body_features, body_features_from_landmarks
-from edge_app.records import AudioChunk, DeidAudio
+from edge_app.records import AudioChunk
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
