@@ -36,7 +36,16 @@ EPILOG = """exit codes:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows "(default: X)" only where X says something.
+
+    Flags whose default is None fall back to the config file and state that
+    default themselves ("[config video.mask: solid]"); on/off switches are off.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,11 +99,12 @@ def _add_file_command(sub: argparse._SubParsersAction) -> None:
                    help="how faces/heads are hidden [config video.mask: solid]")
     p.add_argument("--mask-scale", type=float, default=None, metavar="X",
                    help="grow each face box by this factor before masking "
-                   "[config video.mask_scale]")
+                   "[config video.mask_scale: 1.8]")
     p.add_argument("--face-backend", choices=("auto", "mediapipe", "centerface", "both"),
                    default=None, help="face detector(s) [config video.face_backend: auto]")
     p.add_argument("--voice", dest="voice_method", default=None, metavar="METHOD",
-                   help="voice anonymisation method [config voice.method]")
+                   help="voice anonymisation: mcadams+pitch (pitch normalisation + random "
+                   "McAdams) or mcadams [config voice.method: mcadams+pitch]")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for the per-session random voice parameters (reproducible runs) "
                    "[config voice.seed: random]")

@@ -72,6 +72,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "video.mask": ("solid", "pixelate", "blur"),
     "video.face_backend": ("auto", "mediapipe", "centerface", "both"),
+    "voice.method": ("mcadams", "mcadams+pitch"),
     "answer.reasoning": ("always", "on_change", "never"),
     "live.reasoning": ("always", "on_change", "never"),
 }
