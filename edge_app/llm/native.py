@@ -110,13 +110,17 @@ class NativeModel:
 
     # --- context ---------------------------------------------------------------------
 
-    def init_context(self, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int) -> None:
+    def init_context(
+        self, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int,
+        n_threads_decode: int | None = None,
+    ) -> None:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = n_seq_max
-        cparams.n_threads = n_threads
+        # llama.cpp: n_threads for single-token decodes, n_threads_batch for batches.
+        cparams.n_threads = n_threads_decode or n_threads
         cparams.n_threads_batch = n_threads
         # One KV buffer shared by all sequences: forking a sequence (label scoring) only
         # tags existing cells instead of copying them, and each sequence sees all of n_ctx.
@@ -134,8 +138,8 @@ class NativeModel:
         self._tok = _Batch(n_batch, 0)
         self._emb = _Batch(n_batch, self.n_embd)
 
-    def set_threads(self, n_threads: int) -> None:
-        llama_cpp.llama_set_n_threads(self.ctx, n_threads, n_threads)
+    def set_threads(self, n_threads: int, n_threads_decode: int | None = None) -> None:
+        llama_cpp.llama_set_n_threads(self.ctx, n_threads_decode or n_threads, n_threads)
 
     def set_lora(self, path: Path, scale: float) -> None:
         self._adapter = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode("utf-8"))

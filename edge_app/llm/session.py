@@ -82,6 +82,7 @@ class LlmSession:
             n_ctx=opt.n_ctx,
             n_batch=opt.n_batch,
             n_threads=opt.resolved_threads(),
+            n_threads_decode=opt.resolved_decode_threads(),
             n_seq_max=1 + len(LABELS),  # sequence 0 plus one fork per multi-token label
         )
         if opt.lora_path is not None:
@@ -178,7 +179,8 @@ class LlmSession:
     def set_threads(self, n_threads: int) -> None:
         """Change the CPU threads used from the next window on (no reload)."""
         self.options.n_threads = n_threads
-        self._native.set_threads(self.options.resolved_threads())
+        self._native.set_threads(self.options.resolved_threads(),
+                                 self.options.resolved_decode_threads())
 
     def close(self) -> None:
         self._native.close()
