@@ -107,13 +107,16 @@ def test_several_inputs_jsonl_in_order_with_error_line(sample_clip, angry_flac, 
 
 def test_audio_only_input(angry_flac, tmp_path):
     wav = tmp_path / "voice.wav"
-    proc = run("file", str(angry_flac), "--save-anonymized", str(wav), "--quiet", "--window", "2")
+    proc = run("file", str(angry_flac), "--save-anonymized", str(wav), "--quiet", "--window", "2",
+               "--seed", "0")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["media"]["has_video"] is False
     assert len(result["windows"]) >= 1
     assert all(w["cues"]["body"] is None for w in result["windows"])
-    assert result["windows"][0]["cues"]["prosody"]["voiced_ratio"] > 0.1
+    # speech is found in the de-identified voice (the share varies with the random alpha)
+    assert max(w["cues"]["prosody"]["voiced_ratio"] for w in result["windows"]) > 0.1
+    assert result["label"] in result["scores"] and result["reasoning"]
     import soundfile as sf
 
     anon, sr = sf.read(wav)
