@@ -24,7 +24,6 @@ Writes benchmarks/results/live.json and live.md (--out to change the folder).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> dict:
             "duration_s": minutes * 60.0, "loop_files": True, "status_every_s": 60.0,
         }, "answer": {"llm": {"n_threads": args.llm_threads}} if args.llm_threads else {}})
         sink = Collect()
-        session = LiveSession(config, [sink], answer=live_answer_hook(
-            dataclasses.replace(config.answer, reasoning=config.live.reasoning)))
+        session = LiveSession(config, [sink], answer=live_answer_hook(config))
         samples: list[tuple[float, float]] = []
         done = threading.Event()
 

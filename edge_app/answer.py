@@ -9,6 +9,7 @@ Nothing here sees media other than `DeidAudio` and pose landmarks.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from edge_app.errors import UsageError
 from edge_app.records import LABELS, DeidAudio
 
 EPS = 1e-4
+# When the LLM writes reasoning text (see AnswerOptions.reasoning).
+REASONING_POLICIES = ("always", "on_change", "never")
 
 
 @dataclass
@@ -64,9 +67,9 @@ class Answerer:
     """Loads the encoders and the LLM once; answers windows one at a time."""
 
     def __init__(self, options: AnswerOptions):
-        if options.reasoning not in ("always", "on_change", "never"):
+        if options.reasoning not in REASONING_POLICIES:
             raise UsageError(f"answer.reasoning = {options.reasoning!r}; allowed: "
-                             "always, on_change, never")
+                             f"{', '.join(REASONING_POLICIES)}")
         self.options = options
         self._last_label: str | None = None
         self.audio = AudioEncoder(options.encoders)
@@ -110,15 +113,16 @@ class Answerer:
         )
 
 
-def live_answer_hook(options: AnswerOptions):
+def live_answer_hook(config: Any):
     """The encoders + LLM as `LiveSession`'s answer hook; None when disabled.
 
-    The hook has a `cancel()` that LiveSession calls at shutdown, so an answer in
-    progress stops at its next token.
+    `config` is the whole `Config`: the live loop's own reasoning policy
+    (`live.reasoning`) replaces `answer.reasoning`. The hook has a `cancel()` that
+    LiveSession calls at shutdown, so an answer in progress stops at its next token.
     """
-    if not options.enabled:
+    if not config.answer.enabled:
         return None
-    answerer = Answerer(options)
+    answerer = Answerer(dataclasses.replace(config.answer, reasoning=config.live.reasoning))
 
     def hook(cues: Cues, window: Any) -> dict[str, Any]:
         poses = window.poses if window.has_video else None

@@ -366,6 +366,7 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_live(args: argparse.Namespace) -> int:
     from edge_app.config import load_config
+    from edge_app.answer import live_answer_hook
     from edge_app.live import LiveSession, stop_on_signals
     from edge_app.sinks import close_all, open_sinks
 
@@ -375,7 +376,7 @@ def run_live(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         sinks = open_sinks(config.output)
         try:
-            session = LiveSession(config, sinks, answer=_answer_hook(config))
+            session = LiveSession(config, sinks, answer=live_answer_hook(config))
             try:
                 summary = session.run(stop)
             finally:
@@ -383,14 +384,6 @@ def run_live(args: argparse.Namespace) -> int:
         finally:
             close_all(sinks)
     return _finish(session, summary)
-
-
-def _answer_hook(config: Any):
-    import dataclasses
-
-    from edge_app.answer import live_answer_hook
-
-    return live_answer_hook(dataclasses.replace(config.answer, reasoning=config.live.reasoning))
 
 
 def _finish(session: Any, summary: Any) -> int:
@@ -453,6 +446,7 @@ class _ServeHealth:
 def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
     from edge_app import service
     from edge_app.config import load_config
+    from edge_app.answer import live_answer_hook
     from edge_app.live import LiveSession, stop_on_signals
     from edge_app.sinks import close_all, open_sinks
 
@@ -463,7 +457,7 @@ def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
         sinks = open_sinks(config.output)
         try:
             beat = service.Heartbeat(max_age_s=max(20.0, 2 * (o.window_s + o.hop_s) + o.settle_s + 10))
-            session = LiveSession(config, sinks, answer=_answer_hook(config),
+            session = LiveSession(config, sinks, answer=live_answer_hook(config),
                                   on_status=service.notify_status,
                                   on_result=lambda _result: beat.beat())
             try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_app.answer import AnswerOptions
+from edge_app.answer import REASONING_POLICIES, AnswerOptions
 from edge_app.cues import CueOptions
 from edge_app.deid.video import VideoDeidOptions
 from edge_app.deid.voice import VoiceDeidOptions
@@ -73,8 +73,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "video.mask": ("solid", "pixelate", "blur"),
     "video.face_backend": ("auto", "mediapipe", "centerface", "both"),
     "voice.method": ("mcadams", "mcadams+pitch"),
-    "answer.reasoning": ("always", "on_change", "never"),
-    "live.reasoning": ("always", "on_change", "never"),
+    "answer.reasoning": REASONING_POLICIES,
+    "live.reasoning": REASONING_POLICIES,
 }
 
 
