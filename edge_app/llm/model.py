@@ -62,6 +62,11 @@ class LlmOptions:
             is added to the LLM's label log-probs before the softmax.
         prompt_format: chat markup; "auto" picks Gemma turns for Gemma models, ChatML
             when the model's template uses <|im_start|>, else plain "User:/Assistant:".
+        single_batch: evaluate each window in one llama_decode call, the text sent as
+            rows of the model's own token-embedding table (read from the GGUF) next to
+            the injected vectors; checked against plain tokens once at load. Each call
+            costs about one pass over the weights, so this cut window evaluation by
+            ~40 % on a 2-core CPU. False = one call per text/vector segment.
         lora_path: optional LoRA adapter GGUF applied on top of the model.
         lora_scale: strength of the LoRA adapter.
         verbose: let llama.cpp log to stderr (off by default: it logs every tensor).
@@ -79,6 +84,7 @@ class LlmOptions:
     embed_scale: float | Literal["auto"] = "auto"
     prior_weight: float = 1.0
     prompt_format: PromptFormatName = "auto"
+    single_batch: bool = True
     lora_path: str | None = None
     lora_scale: float = 1.0
     verbose: bool = False

@@ -110,11 +110,35 @@ def prefix_text(fmt: PromptFormat) -> str:
 _MARKUP = re.compile(r"</?[A-Za-z_|][A-Za-z0-9_|]*>")
 
 
+# Numeric detail of a cue phrase: "(+14.2 st range)", "(8.6)" and time ranges
+# ("0.0-0.6 s, 1.0-2.1 s"). The tokenizer spends a token per digit and point, so a
+# window's cue line shrank from 124 to ~50 tokens without them (prompt evaluation is
+# most of the LLM's time per window); the JSON `clues` keep the numbers for people.
+_NUMBER_DETAIL = re.compile(r"\s*\([^()]*\d[^()]*\)|\s*\d+(?:\.\d+)?\s*-\s*\d+(?:\.\d+)?\s*s\b,?")
+_MODALITY = re.compile(r"^(body|voice):\s*", re.IGNORECASE)
+
+
+def compact_cue(cue: str) -> str:
+    """A cue phrase as the LLM reads it: words only, no markup, one line."""
+    text = _NUMBER_DETAIL.sub("", _MARKUP.sub(" ", cue))
+    return " ".join(text.split()).strip(" ,;")
+
+
 def cue_line(cue_text: Sequence[str]) -> str:
+    """"Cues: body: a; b; voice: c": compact phrases, each modality tag written once."""
     # One line per window: line breaks inside a cue would also end the reasoning early.
-    cues = [" ".join(_MARKUP.sub(" ", c).split()) for c in cue_text if c and c.strip()]
-    cues = [c for c in cues if c]
-    return "Cues: " + ("; ".join(cues) if cues else "none measured")
+    parts: list[str] = []
+    tag = None
+    for cue in cue_text:
+        text = compact_cue(cue or "")
+        match = _MODALITY.match(text)
+        this_tag = match.group(1).lower() if match else None
+        text = text[match.end():] if match else text
+        if not text:
+            continue
+        parts.append(f"{this_tag}: {text}" if this_tag and this_tag != tag else text)
+        tag = this_tag
+    return "Cues: " + ("; ".join(parts) if parts else "none measured")
 
 
 def window_segments(

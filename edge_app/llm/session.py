@@ -12,6 +12,7 @@ Per window:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,10 @@ import numpy as np
 from edge_app.errors import ModelError, UsageError
 from edge_app.llm import prompt, reasoning
 from edge_app.llm.model import LlmOptions, resolve_embed_scale, resolve_model_path
+from edge_app.llm.embedding_table import TokenEmbeddings
 from edge_app.records import LABELS
+
+log = logging.getLogger("deemo_edge.llm")
 
 # Reasoning stops at the first line break or at turn markup (in case a model does not
 # flag its end-of-turn token as end-of-generation).
@@ -100,6 +104,33 @@ class LlmSession:
         nat.decode_tokens(prefix, 0, logits="none")
         self.n_prefix = len(prefix)
         self.prefix_evaluations = 1
+        self._table = self._load_embedding_table() if opt.single_batch else None
+
+    def _load_embedding_table(self) -> TokenEmbeddings | None:
+        """The token-embedding table, if text sent as its rows gives the model exactly
+        what the tokens would (checked once on a probe; else windows go segment by segment)."""
+        nat = self._native
+        table = TokenEmbeddings.load(nat.path, nat.n_embd)
+        if table is None:
+            return None
+        probe = nat.tokenize(prompt.cue_line(["loud voice", "arms crossed"]) + prompt.ANSWER_CUE)
+        nat.decode_tokens(probe, self.n_prefix, logits="last")
+        want = nat.logits()
+        nat.truncate(self.n_prefix)
+        nat.decode_embeddings(table.rows(probe) * np.float32(self.embed_scale), self.n_prefix,
+                              logits="last")
+        got = nat.logits()
+        nat.truncate(self.n_prefix)
+        if not np.allclose(got, want, atol=1e-3, rtol=0):
+            log.info("text as embedding rows does not match tokens on %s (max diff %.3g): "
+                     "windows go segment by segment", nat.path.name, np.abs(got - want).max())
+            return None
+        return table
+
+    @property
+    def single_batch(self) -> bool:
+        """True when each window is evaluated in one llama_decode call."""
+        return self._table is not None
 
     # --- public ------------------------------------------------------------------------
 
@@ -221,6 +252,11 @@ class LlmSession:
                 f"window needs {total} positions but n_ctx is {nat.n_ctx}: "
                 "raise n_ctx or send fewer cues/vectors"
             )
+        if self._table is not None:  # one call: text looked up as rows, vectors as they are
+            scale = np.float32(self.embed_scale)
+            rows = [p if isinstance(p, np.ndarray) else self._table.rows(p) * scale for p in pieces]
+            nat.decode_embeddings(np.concatenate(rows), pos, logits="last")
+            return pos + sum(len(p) for p in pieces)
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             if isinstance(piece, np.ndarray):
