@@ -66,7 +66,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                    help="results folder (default benchmarks/results)")
     p.add_argument("--rss-every", type=float, default=5.0, help="RSS sampling period, s (default 5)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, value in TOML syntax, e.g. --set live.capture_nice=0 "
+                        "or --set answer.llm.single_batch=false (repeatable; default none)")
     return p.parse_args(argv)
+
+
+def overrides(pairs: list[str]) -> dict:
+    """--set a.b.c=VALUE pairs -> a nested dict for build_config (VALUE parsed as TOML)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            sys.exit(f"bench_live: --set wants SECTION.KEY=VALUE, got {pair!r}")
+        *path, leaf = key.strip().split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = tomllib.loads(f"v = {value.strip()}")["v"]
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def rss_mb() -> float:
@@ -101,10 +132,15 @@ class Collect:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.dropped = 0
+        self.parts: dict[str, list[float]] = {}  # the window's own timings (settle, queue, ...)
+        self.llm_reasoning = 0
 
     def publish(self, result: dict) -> None:
         self.latencies.append(result["latency_s"])
         self.dropped = result["dropped_windows"]
+        for key, value in (result.get("timings") or {}).items():
+            self.parts.setdefault(key, []).append(float(value))
+        self.llm_reasoning += result.get("reasoning_source") == "llm"
 
     def close(self) -> None:
         pass
@@ -114,10 +150,11 @@ def run(args: argparse.Namespace) -> dict:
     minutes = 1.0 if args.quick else args.minutes
     with tempfile.TemporaryDirectory(prefix="bench_live_") as folder:
         clip, speech = make_inputs(args, folder)
-        config = build_config({"live": {
+        settings = {"live": {
             "camera": clip, "mic": speech, "window_s": args.window, "hop_s": args.hop,
             "duration_s": minutes * 60.0, "loop_files": True, "status_every_s": 60.0,
-        }, "answer": {"llm": {"n_threads": args.llm_threads}} if args.llm_threads else {}})
+        }, "answer": {"llm": {"n_threads": args.llm_threads}} if args.llm_threads else {}}
+        config = build_config(merge(settings, overrides(args.set)))
         sink = Collect()
         session = LiveSession(config, [sink], answer=live_answer_hook(config))
         samples: list[tuple[float, float]] = []
@@ -160,7 +197,12 @@ def report(args, minutes, wall, clip, summary, sink, samples, load_start) -> dic
         "hop_s": args.hop,
         "camera_clip": os.path.relpath(clip, ROOT) if clip.startswith(ROOT) else "synthetic (edge_app.synth)",
         "mic": f"RAVDESS {args.actor}, all utterances concatenated, looped",
+        "overrides": args.set,
         "windows_published": summary.windows_published,
+        "windows_with_llm_reasoning": sink.llm_reasoning,
+        "latency_parts_s": {k: {"p50": round(float(np.percentile(v, 50)), 3),
+                                "p95": round(float(np.percentile(v, 95)), 3)}
+                            for k, v in sink.parts.items()},
         "windows_dropped": summary.windows_dropped,
         "latency_s": {
             "p50": round(float(np.percentile(lat, 50)), 3),
@@ -208,12 +250,16 @@ def write_markdown(result: dict, path: str) -> None:
         f"microphone: {result['mic']}); windows {result['window_s']:g} s every {result['hop_s']:g} s.",
         f"Machine: {m['cpus']} CPUs, load average {m['loadavg_start'][0]} at start / "
         f"{m['loadavg_end'][0]} at end (a shared machine: figures are upper bounds).",
+        f"Config overrides: {', '.join(result['overrides']) or 'none (shipped defaults)'}.",
         "",
         "| metric | value | target |",
         "| --- | --- | --- |",
         f"| latency p50 / p95 / max (end of window -> published) | {lat['p50']:.2f} / {lat['p95']:.2f} / "
         f"{lat['max']:.2f} s | p95 <= 2.0 s |",
         f"| windows published / dropped | {result['windows_published']} / {result['windows_dropped']} | |",
+        f"| windows with LLM-written reasoning (policy on_change) | {result['windows_with_llm_reasoning']} | |",
+        *(f"| latency part `{k}` p50 / p95 | {v['p50']:.3f} / {v['p95']:.3f} s | |"
+          for k, v in result["latency_parts_s"].items()),
         f"| RSS start / end / max | {rss['start']:.0f} / {rss['end']:.0f} / {rss['max']:.0f} MB | |",
         f"| RSS growth (whole run / after the 1st minute) | {rss['growth']:+.1f} / "
         f"{rss['growth_after_warmup']:+.1f} MB | |",

@@ -46,6 +46,7 @@ from edge_app.deid.live import (
 )
 from edge_app.errors import UsageError
 from edge_app.metrics import StageStats
+from edge_app.priority import build_niced, nice_current_thread
 from edge_app.records import DeidAudio, DeidFrame
 from edge_app.sinks import ResultSink, publish_all
 
@@ -83,6 +84,11 @@ class LiveOptions:
     # differs from the previous window's; otherwise the reasoning is built from the
     # measured cues, which keeps the 2-core latency budget), "always" or "never".
     reasoning: str = "on_change"
+    # Nice-value increment of the camera (face removal) and pose threads, so the
+    # analysis worker (encoders + LLM) gets the CPU first and results stay timely;
+    # those stages discard or skip frames when they fall behind. 0 = same priority.
+    # Default 5 (Linux; ignored elsewhere).
+    capture_nice: int = 5
     # Face removal runs on at most this many camera frames per second; the others
     # are discarded raw (pose samples at a lower rate anyway). Default 10.
     max_video_fps: float = 10.0
@@ -106,6 +112,7 @@ class LiveOptions:
             "frame_buffer": self.frame_buffer >= 1,
             "settle_s": self.settle_s >= 0,
             "status_every_s": self.status_every_s > 0,
+            "capture_nice": 0 <= self.capture_nice <= 19,
         }
         for key, ok in checks.items():
             if not ok:
@@ -203,8 +210,10 @@ class LiveSession:
             self.camera = DeidentifiedCamera(
                 o.camera, self.clock, config.video, max_fps=o.max_video_fps,
                 max_side=config.analysis.max_side, capacity=o.frame_buffer, loop=o.loop_files,
+                nice=o.capture_nice,
             )
-            self._pose = PoseStage(self.camera, PoseEstimator(), pose_fps, keep_s)
+            pose = build_niced(PoseEstimator, o.capture_nice)  # MediaPipe's threads inherit it
+            self._pose = PoseStage(self.camera, pose, pose_fps, keep_s, nice=o.capture_nice)
 
     @property
     def description(self) -> str:
@@ -412,8 +421,10 @@ class LiveSession:
 class PoseStage(threading.Thread):
     """De-identified frames -> pose samples at the cue rate, kept for `keep_s` seconds."""
 
-    def __init__(self, camera: DeidentifiedCamera, pose: PoseEstimator, fps: float, keep_s: float) -> None:
+    def __init__(self, camera: DeidentifiedCamera, pose: PoseEstimator, fps: float, keep_s: float,
+                 *, nice: int = 0) -> None:
         super().__init__(name="deemo-edge-pose", daemon=True)
+        self.nice = nice
         self.camera = camera
         self.pose = pose
         self.limiter = RateLimiter(fps)
@@ -427,6 +438,7 @@ class PoseStage(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
+        nice_current_thread(self.nice)
         try:
             while not self._halt.is_set():
                 frame = self.camera.frames.get(timeout=0.1)

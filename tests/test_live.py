@@ -7,6 +7,7 @@ a device, only the raw source differs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -182,3 +183,51 @@ def test_microphone_decimation_does_not_depend_on_chunking():
     parts = [chunked(x[a:b]) for a, b in zip([0, 1000, 1001, 4799, 30000], [1000, 1001, 4799, 30000, 48000])]
     assert len(whole) == 16_000
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux-only")
+def test_capture_threads_yield_the_cpu_to_the_analysis_worker(media):
+    """Camera (face removal) and pose run `capture_nice` below the analysis worker, and so
+    do the worker threads their models start (MediaPipe's executors)."""
+    from edge_app.config import build_config
+    from edge_app.live import LiveSession
+    from edge_app.priority import thread_nice
+
+    camera, _ = media
+    base = thread_nice()
+    config = build_config({"live": {"camera": str(camera), "mic": "none", "window_s": 1.0,
+                                    "hop_s": 1.0, "duration_s": 2.5, "capture_nice": 5}})
+    seen: dict[str, set[int]] = {"camera": set(), "pose": set(), "worker": set()}
+    niced_threads: list[int] = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name].add(thread_nice())
+            return fn(*args, **kwargs)
+        return wrapped
+
+    def answer(cues, window):
+        seen["worker"].add(thread_nice())
+        niced_threads.append(sum(1 for nice in _thread_nices() if nice == base + 5))
+        return {}
+
+    session = LiveSession(config, [], answer=answer)
+    session.camera._deid.process = spy("camera", session.camera._deid.process)
+    session._pose.pose.estimate = spy("pose", session._pose.pose.estimate)
+    try:
+        session.run(threading.Event())
+    finally:
+        session.close()
+    assert seen["camera"] == {base + 5} and seen["pose"] == {base + 5}
+    assert seen["worker"] == {base}
+    # camera + pose + at least one model worker thread (MediaPipe's graph executors)
+    assert niced_threads and max(niced_threads) >= 3, niced_threads
+
+
+def _thread_nices() -> list[int]:
+    out = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            out.append(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return out

@@ -30,6 +30,7 @@ from edge_app.deid.video import VideoDeidentifier, VideoDeidOptions
 from edge_app.deid.voice import SR, VoiceDeidentifier, VoiceDeidOptions
 from edge_app.errors import DeemoError
 from edge_app.metrics import StageStats
+from edge_app.priority import build_niced, nice_current_thread
 from edge_app.records import DeidAudio, DeidFrame, PrivacyStats
 from edge_app.sources.camera import open_camera
 from edge_app.sources.microphone import open_microphone
@@ -193,13 +194,16 @@ class DeidentifiedCamera(_CaptureThread):
         capacity: int = 16,
         loop: bool = False,
         deidentifier: Callable[[], VideoDeidentifier] | None = None,
+        nice: int = 0,
     ) -> None:
         super().__init__(name="deemo-edge-camera")
+        self.nice = nice  # priority below the analysis worker's (edge_app/priority.py)
         self.period = 1.0 / max_fps if max_fps > 0 else 0.0
         # The device first: a missing camera fails in a second, before models load.
         self._source = open_camera(spec, clock, loop=loop, max_side=max_side, stop=self.stop_event)
         try:
-            self._deid = deidentifier() if deidentifier else VideoDeidentifier(options)
+            make = deidentifier or (lambda: VideoDeidentifier(options))
+            self._deid = build_niced(make, nice)  # its detector threads inherit the priority
         except BaseException:
             self._source.close()
             raise
@@ -220,6 +224,7 @@ class DeidentifiedCamera(_CaptureThread):
         return self._source.frames_skipped
 
     def _loop(self) -> None:
+        nice_current_thread(self.nice)
         while not self.stop_event.is_set():
             frame = self._source.read()
             if frame is None:
