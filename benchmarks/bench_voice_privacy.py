@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
+from edge_app.eval.emotion_probe import prosody_features, session_normalise  # noqa: E402
 from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores  # noqa: E402
 
 TRAIN_ACTORS = range(1, 19)
@@ -90,6 +91,12 @@ def parse_args() -> argparse.Namespace:
                    help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small subset: 24 clips per privacy actor, 16 per other actor")
     p.add_argument("--no-emotion", action="store_true", help="skip the emotion-retention part (privacy and RTF only)")
+    p.add_argument("--emotion-only", action="store_true",
+                   help="skip the speaker-verification part: EERs (and DET plot) are copied from the earlier "
+                        "results file --privacy-from, which is only valid when the de-identified audio is "
+                        "unchanged (same de-identifier code and options); rows are marked as reused")
+    p.add_argument("--privacy-from", default=None,
+                   help="results JSON the EERs are reused from with --emotion-only (default: OUT/voice_privacy.json)")
     p.add_argument("--enrol-utts", type=int, default=10, help="enrolment utterances per speaker (default: 10)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default: 2)")
     p.add_argument("--cache", default=str(ROOT / ".cache" / "voice_privacy"), help="cache folder (default: .cache/voice_privacy)")
@@ -173,6 +180,7 @@ def work(job: tuple) -> list[tuple[str, dict]]:
             rec["emb"] = embed(_encoder(), x, sr)
         if feat_wanted:
             rec["feat"] = emotion_features(x, sr)
+            rec["pfeat"] = prosody_features(x, sr)
         out.append((path, rec))
     return out
 
@@ -227,8 +235,9 @@ def code_hash() -> str:
         # the option defaults are not code: the resolved options are part of the cache key
         text = re.sub(r"class VoiceDeidOptions:.*?\n    def validate", "", text, flags=re.DOTALL)
         h.update(text.encode())
-    for fn in (session_seed, work, emotion_features):
+    for fn in (session_seed, work, emotion_features, prosody_features):
         h.update(inspect.getsource(fn).encode())
+    h.update((ROOT / "edge_app/eval/emotion_probe.py").read_bytes())
     return h.hexdigest()[:10]
 
 
@@ -246,7 +255,7 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
 
     def missing(c: Clip) -> tuple[bool, bool]:
         have = recs.get(c.path, {})
-        return c.path in emb_paths and "emb" not in have, c.path in feat_paths and "feat" not in have
+        return c.path in emb_paths and "emb" not in have, c.path in feat_paths and "pfeat" not in have
 
     if sessions == "utterance":
         groups = [([c], c.path) for c in clips]
@@ -292,18 +301,39 @@ def privacy_eval(enrol_recs: dict, test_recs: dict, enrol_clips: list[Clip], tes
 # --- emotion --------------------------------------------------------------------
 
 
-def emotion_eval(recs: dict, clips: list[Clip], classes: tuple[str, ...] | None) -> dict:
-    """Train on 1-18, choose the model on 19-20, report accuracy on 21-24."""
+# Emotion probes: (feature set, per-session normalisation). The same probe is applied
+# to the original and to every de-identified row; "full / none" is the original protocol.
+PROBES = {
+    "full": ("feat", "none"),
+    "full+norm": ("feat", "session"),
+    "prosody+norm": ("pfeat", "session"),
+}
+
+
+def emotion_eval(recs: dict, clips: list[Clip], classes: tuple[str, ...] | None,
+                 probe: str = "full") -> dict:
+    """Train on 1-18, choose the model on 19-20, report accuracy on 21-24.
+
+    Per-session normalisation (probe "...+norm"): each actor's utterances are
+    z-normalised with the mean / std of all of that actor's utterances in `clips`
+    (all emotions, no labels used; the statistics come from unlabelled audio of the
+    same speaker, i.e. of the same anonymisation session under speaker sessions),
+    before the class subset is taken. Identical for original and de-identified rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    key, norm = PROBES[probe]
+    X = np.stack([recs[c.path][key] for c in clips]).astype(np.float64)
+    if norm == "session":
+        X = session_normalise(X, np.array([c.actor for c in clips]))
+    row = {c.path: i for i, c in enumerate(clips)}
     use = [c for c in clips if classes is None or c.emotion in classes]
 
     def split(actors) -> tuple[np.ndarray, np.ndarray]:
         sel = [c for c in use if c.actor in actors]
-        return np.stack([recs[c.path]["feat"] for c in sel]), np.array([c.emotion for c in sel])
+        return X[[row[c.path] for c in sel]], np.array([c.emotion for c in sel])
 
     xtr, ytr = split(TRAIN_ACTORS)
     xva, yva = split(VAL_ACTORS)
@@ -319,6 +349,15 @@ def emotion_eval(recs: dict, clips: list[Clip], classes: tuple[str, ...] | None)
     val, name, C, model = best
     return {"model": name, "C": C, "val_acc": val, "test_acc": float((model.predict(xte) == yte).mean()),
             "n_train": len(ytr), "n_test": len(yte)}
+
+
+def add_emotion(row: dict, recs: dict, emo_clips: list[Clip]) -> None:
+    """emotion8 / emotion4: the original protocol (full features, no normalisation);
+    probes: every entry of PROBES, 8 and 4 classes."""
+    row["emotion8"] = emotion_eval(recs, emo_clips, None)
+    row["emotion4"] = emotion_eval(recs, emo_clips, FOUR_CLASSES)
+    row["probes"] = {p: {"emotion8": emotion_eval(recs, emo_clips, None, p),
+                         "emotion4": emotion_eval(recs, emo_clips, FOUR_CLASSES, p)} for p in PROBES if p != "full"}
 
 
 # --- report ---------------------------------------------------------------------
@@ -361,9 +400,38 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
     lines += ["", ("Emotion accuracy in brackets: change against the original audio (points). Targets for "
                    "the default: lazy EER >= 45 %, semi EER >= 35 %, at most 3 points of emotion accuracy "
                    "lost, RTF <= 0.02."), ""]
+    if "privacy_reused_from" in res:
+        lines += [(f"EERs (and the DET plot) of this file are reused from the earlier full run "
+                   f"(`{res['privacy_reused_from']['command']}`, code hash {res['privacy_reused_from']['code_hash']}): "
+                   "this run (`--emotion-only`) changed only the emotion probes, not the de-identifier, so the "
+                   "de-identified audio and thus the EERs are the same. RTF is re-measured for rows with an "
+                   "emotion run."), ""]
+    probes = [p for p in PROBES if p != "full"]
+    rows = [("original (no anonymisation)", "-", res["original"])]
+    rows += [(r["name"], r["sessions"], r) for r in res["methods"].values() if "probes" in r]
+    if len(rows) > 1 and "probes" in res["original"]:
+        o = res["original"]
+        lines += ["### Emotion retention by probe (test actors 21-24)", "",
+                  ("Probes: **full** = the classifier above (log-mel / MFCC / F0 / energy statistics); "
+                   "**full+norm** = the same features z-normalised per speaker (each actor's utterances with "
+                   "the mean / std of all of that actor's utterances, all emotions, no labels: under speaker "
+                   "sessions one actor = one anonymisation session, under utterance sessions the actor's "
+                   "clips each have their own warp and are pooled anyway); **prosody+norm** = F0-contour and "
+                   "energy-envelope statistics only (`edge_app/eval/emotion_probe.py`), normalised the same "
+                   "way. Each probe: train 1-18, model picked on 19-20, test 21-24, identical for every row."),
+                  "",
+                  "| audio | sessions | " + " | ".join(f"{p} 8-class | {p} 4-class" for p in ["full"] + probes) + " |",
+                  "|---|---|" + "---|---|" * (1 + len(probes))]
+        for name, sess, r in rows:
+            cells = [_acc(r, "emotion8", o if r is not o else None), _acc(r, "emotion4", o if r is not o else None)]
+            for p in probes:
+                cells += [_acc(r["probes"][p], k, o["probes"][p] if r is not o else None) for k in ("emotion8", "emotion4")]
+            lines.append(f"| {name} | {sess} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += res.get("notes", [])
     (out / f"{stem}.md").write_text("\n".join(lines))
-    _plot(out / f"{stem}.png", res, curves)
+    if curves:
+        _plot(out / f"{stem}.png", res, curves)
 
 
 def _acc(r: dict, key: str, orig: dict | None = None) -> str:
@@ -431,26 +499,40 @@ def main() -> None:
     enrol_set = {c.path for c in enrol_clips}
     test_clips = [c for c in priv if c.path not in enrol_set]
     emo_clips = [] if args.no_emotion else priv + other
-    priv_paths = {c.path for c in priv}
+    prev = None
+    if args.emotion_only:
+        if args.no_emotion:
+            sys.exit("error: --emotion-only and --no-emotion exclude each other")
+        prev_path = Path(args.privacy_from or Path(args.out) / "voice_privacy.json")
+        prev = json.loads(prev_path.read_text())
+        enrol_clips, enrol_set, test_clips = [], set(), []
+    priv_paths = set() if prev else {c.path for c in priv}
     feat_paths = {c.path for c in emo_clips}
     all_clips = priv + ([] if args.no_emotion else other)
 
     print(f"clips: {len(priv)} privacy ({len(enrol_clips)} enrol), {len(emo_clips)} emotion; jobs={args.jobs}", flush=True)
     t_start = time.time()
     orig = run_jobs(args, "original", "test", all_clips, priv_paths, feat_paths)
-    e_orig, s, t = privacy_eval(orig, orig, enrol_clips, test_clips)
-    curves = {"original": det_curve(s, t)}
+    if prev:
+        e_orig, curves = prev["original"]["eer"], {}
+        n_trials, n_target = prev["config"]["n_trials"], prev["config"]["n_target"]
+    else:
+        e_orig, s, t = privacy_eval(orig, orig, enrol_clips, test_clips)
+        curves = {"original": det_curve(s, t)}
+        n_trials, n_target = int(len(t)), int(t.sum())
     res: dict = {
         "command": "python benchmarks/bench_voice_privacy.py " + " ".join(sys.argv[1:]),
         "config": {"quick": args.quick, "enrol_utts": args.enrol_utts, "n_privacy_clips": len(priv),
-                   "n_trials": int(len(t)), "n_target": int(t.sum()), "n_emotion_clips": len(emo_clips),
+                   "n_trials": n_trials, "n_target": n_target, "n_emotion_clips": len(emo_clips),
                    "seed": args.seed, "sessions": args.sessions, "code_hash": code_hash()},
         "original": {"eer": e_orig},
         "methods": {},
     }
+    if prev:
+        res["privacy_reused_from"] = prev.get("privacy_reused_from") or {
+            "command": prev["command"], "code_hash": prev["config"]["code_hash"]}
     if emo_clips:
-        res["original"]["emotion8"] = emotion_eval(orig, emo_clips, None)
-        res["original"]["emotion4"] = emotion_eval(orig, emo_clips, FOUR_CLASSES)
+        add_emotion(res["original"], orig, emo_clips)
     print(f"original: EER {100 * e_orig:.1f} %" + (
         f", emo8 {100 * res['original']['emotion8']['test_acc']:.1f}, emo4 {100 * res['original']['emotion4']['test_acc']:.1f}"
         if emo_clips else ""), flush=True)
@@ -459,13 +541,22 @@ def main() -> None:
         sys.exit(f"error: --sessions takes speaker and/or utterance, got {args.sessions!r}")
     for sessions, m in [(p, m) for p in protocols for m in methods]:
         with_emo = bool(emo_clips) and m in emo_methods
+        row = f"{m} [{sessions}]"
+        if prev and not with_emo:  # nothing to measure: the earlier row as it was
+            if row in prev["methods"]:
+                res["methods"][row] = dict(prev["methods"][row], privacy_reused=True)
+            continue
         test = run_jobs(args, m, "test", all_clips if with_emo else priv, priv_paths,
                         feat_paths if with_emo else set(), sessions)
-        enr = run_jobs(args, m, "enrol", enrol_clips, enrol_set, set(), sessions)
-        e_lazy, s_l, t_l = privacy_eval(orig, test, enrol_clips, test_clips)
-        e_semi, s_s, t_s = privacy_eval(enr, test, enrol_clips, test_clips)
-        row = f"{m} [{sessions}]"
-        if sessions == protocols[0]:
+        if prev:
+            if row not in prev["methods"]:
+                sys.exit(f"error: --emotion-only: {row} has no EERs in {args.privacy_from or 'the earlier results'}")
+            e_lazy, e_semi = prev["methods"][row]["eer_lazy"], prev["methods"][row]["eer_semi"]
+        else:
+            enr = run_jobs(args, m, "enrol", enrol_clips, enrol_set, set(), sessions)
+            e_lazy, s_l, t_l = privacy_eval(orig, test, enrol_clips, test_clips)
+            e_semi, s_s, t_s = privacy_eval(enr, test, enrol_clips, test_clips)
+        if sessions == protocols[0] and not prev:
             curves[f"{row} lazy"] = det_curve(s_l, t_l)
             curves[f"{row} semi"] = det_curve(s_s, t_s)
         cpu = sum(r["cpu"] for r in test.values())
@@ -475,9 +566,10 @@ def main() -> None:
                         + (f", target_f0={opts.target_f0_hz:g}, strength={opts.pitch_norm_strength:g}, "
                            f"formant_follow={opts.formant_follow:g}" if opts.method != "mcadams" else ""),
              "name": m, "sessions": sessions, "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
+        if prev:
+            r["privacy_reused"] = True
         if with_emo:
-            r["emotion8"] = emotion_eval(test, emo_clips, None)
-            r["emotion4"] = emotion_eval(test, emo_clips, FOUR_CLASSES)
+            add_emotion(r, test, emo_clips)
         res["methods"][row] = r
         print(f"{row}: lazy {100 * e_lazy:.1f} %, semi {100 * e_semi:.1f} %, RTF {r['rtf']:.4f}"
               + (f", emo8 {100 * r['emotion8']['test_acc']:.1f}, emo4 {100 * r['emotion4']['test_acc']:.1f}"
