@@ -94,6 +94,10 @@ class LiveOptions:
     max_video_fps: float = 10.0
     # De-identified frames waiting for pose; beyond this the oldest are dropped. Default 16.
     frame_buffer: int = 16
+    # Pose skips a waiting frame captured more than this many seconds before the
+    # newest camera frame, so a loaded CPU costs pose samples, not result latency
+    # (skips are counted). Default 0.5.
+    max_pose_lag_s: float = 0.5
     # Longest wait after a window ends for its last frames and audio to come
     # through de-identification and pose before it is analysed anyway. Default 1.0.
     settle_s: float = 1.0
@@ -111,6 +115,7 @@ class LiveOptions:
             "max_video_fps": self.max_video_fps > 0,
             "frame_buffer": self.frame_buffer >= 1,
             "settle_s": self.settle_s >= 0,
+            "max_pose_lag_s": self.max_pose_lag_s > 0,
             "status_every_s": self.status_every_s > 0,
             "capture_nice": 0 <= self.capture_nice <= 19,
         }
@@ -213,7 +218,8 @@ class LiveSession:
                 nice=o.capture_nice,
             )
             pose = build_niced(PoseEstimator, o.capture_nice)  # MediaPipe's threads inherit it
-            self._pose = PoseStage(self.camera, pose, pose_fps, keep_s, nice=o.capture_nice)
+            self._pose = PoseStage(self.camera, pose, pose_fps, keep_s, nice=o.capture_nice,
+                                   max_lag_s=o.max_pose_lag_s)
 
     @property
     def description(self) -> str:
@@ -404,6 +410,8 @@ class LiveSession:
             extra["frames_rate_capped"] = self.camera.skipped
             extra["frames_stale"] = self.camera.frames_stale
             extra["frames_dropped_before_pose"] = self.camera.frames.dropped
+        if self._pose is not None:
+            extra["frames_skipped_by_pose"] = self._pose.skipped
         if self.mic is not None:
             privacy["voice_method"] = self.mic.method
         summary = LiveSummary(reason, self.published, self.pending.dropped, self.metrics(), privacy, extra)
@@ -422,9 +430,11 @@ class PoseStage(threading.Thread):
     """De-identified frames -> pose samples at the cue rate, kept for `keep_s` seconds."""
 
     def __init__(self, camera: DeidentifiedCamera, pose: PoseEstimator, fps: float, keep_s: float,
-                 *, nice: int = 0) -> None:
+                 *, nice: int = 0, max_lag_s: float = math.inf) -> None:
         super().__init__(name="deemo-edge-pose", daemon=True)
         self.nice = nice
+        self.max_lag_s = max_lag_s
+        self.skipped = 0  # frames passed over because pose fell behind the camera
         self.camera = camera
         self.pose = pose
         self.limiter = RateLimiter(fps)
@@ -446,13 +456,21 @@ class PoseStage(threading.Thread):
                     if self.camera.ended.is_set():
                         self.done_t = math.inf  # nothing more will come
                     continue
-                self._process(frame)
+                if self._behind(frame):
+                    self.skipped += 1
+                    self.done_t = frame.t
+                else:
+                    self._process(frame)
                 self.camera.frames.task_done()
         except Exception as err:  # noqa: BLE001 - reported to the session, which stops
             log.exception("pose stage failed")
             self.error = err
         finally:
             self.close()
+
+    def _behind(self, frame: DeidFrame) -> bool:
+        """A newer frame is waiting and this one is too old to be worth the CPU."""
+        return len(self.camera.frames) > 0 and frame.t < self.camera.read_t - self.max_lag_s
 
     def _process(self, frame: DeidFrame) -> None:
         if self.limiter.should_sample(frame.t):
@@ -508,7 +526,9 @@ class _Scheduler:
 
     def _data_in(self, end: float) -> bool:
         s = self.s
-        video = s._pose is None or s._pose.done_t >= end
+        video = s._pose is None or s._pose.done_t >= end or (
+            # every frame before `end` was read and has been through pose
+            s.camera.read_t >= end and s._pose.done_t >= s.camera.last_put_before(end))
         audio = s.mic is None or (s.mic.audio.end_t or -math.inf) >= end or s.mic.ended.is_set()
         return video and audio
 

@@ -231,3 +231,41 @@ def _thread_nices() -> list[int]:
             stat = (task / "stat").read_text()
             out.append(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
     return out
+
+
+def test_pose_skips_old_frames_when_behind_and_windows_do_not_wait_for_the_next_frame():
+    """A slow pose stage works on fresh frames (old waiting ones are skipped and counted),
+    and a window's video is complete once every frame before its end went through pose."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edge_app.deid.live import RingBuffer
+    from edge_app.live import PoseStage, _Scheduler
+    from edge_app.records import DeidFrame
+
+    seen: list[float] = []
+    pose = SimpleNamespace(estimate=lambda frame: seen.append(frame.t), close=lambda: None)
+    frames: RingBuffer[DeidFrame] = RingBuffer(16)
+    puts: list[float] = []
+    camera = SimpleNamespace(frames=frames, read_t=-math.inf, ended=threading.Event(),
+                             last_put_before=lambda t: max((x for x in puts if x < t), default=-math.inf))
+    image = np.zeros((4, 4, 3), np.uint8)
+    for i in range(10):  # ten frames waiting, 0.1 s apart; the camera has read up to 0.95 s
+        frames.put(DeidFrame(i, i / 10, image))
+        puts.append(i / 10)
+    camera.read_t = 0.95
+    stage = PoseStage(camera, pose, fps=100.0, keep_s=10.0, max_lag_s=0.25)
+    stage.start()
+    assert frames.wait_done(5.0)
+    stage.stop()
+    stage.join(2.0)
+    assert seen[-1] == 0.9 and min(seen) >= 0.7, seen  # only frames within 0.25 s of the newest
+    assert stage.skipped == 10 - len(seen) and stage.done_t == 0.9
+
+    session = SimpleNamespace(_pose=stage, camera=camera, mic=None)
+    scheduler = _Scheduler(session)
+    assert scheduler._data_in(0.95)  # frame 0.9 was the last before 0.95 and is done
+    camera.read_t = 0.93
+    assert not scheduler._data_in(0.95)  # a frame before 0.95 may still come

@@ -18,6 +18,7 @@ counted).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -212,7 +213,10 @@ class DeidentifiedCamera(_CaptureThread):
         self.latest: DeidFrame | None = None  # for the preview
         self.timing = StageStats("deid_video")
         self.skipped = 0  # raw frames discarded by the rate cap
+        self.read_t = -math.inf  # capture time of the newest frame read from the device
         self._next_t: float | None = None
+        self._put_times: deque[float] = deque(maxlen=256)  # of frames handed on, oldest first
+        self._put_lock = threading.Lock()
 
     @property
     def privacy(self) -> PrivacyStats:
@@ -230,6 +234,7 @@ class DeidentifiedCamera(_CaptureThread):
             if frame is None:
                 return
             self.last_data = time.monotonic()
+            self.read_t = frame.t
             if not self._due(frame.t):
                 self.skipped += 1
                 continue
@@ -237,8 +242,20 @@ class DeidentifiedCamera(_CaptureThread):
                 out = self._deid.process(frame)
             del frame  # the raw frame dies here
             if out is not None:
+                with self._put_lock:
+                    self._put_times.append(out.t)
                 self.frames.put(out)
                 self.latest = out
+
+    def last_put_before(self, t: float) -> float:
+        """Capture time of the newest frame handed on with time < t (-inf if none is known).
+
+        Once `read_t >= t`, frames are read and handed on in order, so no later frame
+        with time < t can still come: a consumer that has processed this one is done with
+        everything before t, without waiting for a frame after t to come through.
+        """
+        with self._put_lock:
+            return next((x for x in reversed(self._put_times) if x < t), -math.inf)
 
     def _due(self, t: float) -> bool:
         """Rate cap on a drift-free schedule (a 30 fps camera at 10 keeps every third frame)."""
