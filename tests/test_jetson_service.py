@@ -175,6 +175,8 @@ def test_example_config_parses_and_output_section_is_valid():
         "window_s": 4.0,
         "hop_s": 2.0,
         "preview": False,
+        "capture_nice": 5,
+        "max_pose_lag_s": 0.5,
     }
     output = OutputOptions(**config["output"])  # unknown keys would raise TypeError
     assert output.queue_dir == "/var/lib/deemo-edge/queue"
