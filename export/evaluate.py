@@ -2,11 +2,19 @@
 
     python -m export.evaluate                    # head-only metrics, models/ -> benchmarks/results/
     python -m export.evaluate --llm 96           # + LLM answers (SmolLM2 via llama.cpp) on 96 test items
+    python -m export.evaluate --llm 48 --lora models/smollm2_lora.gguf   # base vs + LoRA adapter
 
 RAVDESS: test actors 21-24, de-identified (one random voice per utterance), 8-class
 and 4-class (neutral/happy/sad/angry, predicted among those 4). Motion: held-out
 contents/take windows (export/body_data.py), window- and clip-level.
 Writes encoders.json, encoders.md and confusion-matrix PNGs.
+
+LLM answers (--llm N): the runtime prompt (injected voice tokens + the voice cue lines
+measured on the same de-identified clip, export/llm_lora.voice_cues), scored choice
+over the labels; for the "vectors+prior" answer (what the runtime does) the reasoning
+is generated too and scored by the local judge (export/judge.py: clue overlap, label
+overlap 0-10, hallucinated cues) next to the template sentence and a shuffled-cue
+baseline, with DEEMO's GPT-judged 6.20 / 7.66 printed as a reference only.
 """
 
 from __future__ import annotations
@@ -14,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
+from tqdm import tqdm
 
 from edge_app.records import LABELS
-from export import audio_data, body_data
+from export import audio_data, body_data, judge
 from export.onnx_export import run_onnx
 from export.train import scores
 
@@ -50,17 +60,18 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, labels: list[str], title: st
     plt.close(fig)
 
 
-def eval_audio(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np.ndarray, list[np.ndarray]]:
+def eval_audio(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np.ndarray, list[np.ndarray], list[str]]:
     utts = [u for u in audio_data.load_ravdess(a.data) if audio_data.split_of(u.actor) == "test"]
     audio_data.build_cache(utts, a.cache, 0, workers=a.workers)
     xs, y, _ = audio_data.load_split(utts, a.cache, "test", range(1))
+    stems = [u.stem for u in utts if audio_data.feature_path(a.cache, u, 0).exists()]  # load_split's order
     out = {}
     for kind in ("onnx", "onnx_int8"):
         p = run_onnx(a.models / entry[kind], xs)
         out[kind] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
         if kind == "onnx":
             probs = p
-    return out, y, probs, xs
+    return out, y, probs, xs, stems
 
 
 def eval_body(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -78,29 +89,101 @@ def eval_body(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np.
     return out, y, probs
 
 
-def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.ndarray, head: np.ndarray) -> dict:
-    """SmolLM2 answers with the audio tokens injected: vectors only, and vectors + head prior."""
+def _recording_session():
+    """LlmSession that keeps the raw generated reasoning (before the runtime's cue filter)."""
+    from edge_app.llm import LlmSession
+
+    class RecordingSession(LlmSession):
+        raw = ""
+
+        def _generate_reasoning(self, label_index: int, pos: int) -> tuple[str, int]:
+            text, n = super()._generate_reasoning(label_index, pos)
+            self.raw = text
+            return text, n
+
+    return RecordingSession
+
+
+def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.ndarray, head: np.ndarray,
+             cues: list[list[str]], lora: str | None) -> dict:
+    """SmolLM2 answers with the audio tokens and the measured voice cue lines (the runtime
+    prompt): vectors only (label only), and vectors + head prior (the runtime answer, with
+    generated reasoning scored by the local judge)."""
     import onnxruntime as ort
 
-    from edge_app.llm import LlmOptions, LlmSession
+    from edge_app.llm import LlmOptions
+    from edge_app.llm.reasoning import template_reasoning
+    from export.llm_lora import runtime_cue_lines
 
     sess = ort.InferenceSession(str(a.models / entry["onnx"]), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(a.seed)
     pick = np.sort(rng.permutation(len(xs))[: a.llm])
-    opts = LlmOptions(n_threads=a.workers, max_reasoning_tokens=1, lora_path=a.lora)
+    opts = LlmOptions(n_threads=a.workers, lora_path=lora)
     res: dict[str, list[np.ndarray]] = {"llm_vectors": [], "llm_vectors+prior": []}
-    with LlmSession(opts) as llm:
-        for i in pick:
+    answers = []
+    t0 = time.perf_counter()
+    with _recording_session()(opts) as llm:
+        for i in tqdm(pick, desc="LLM answers" + (" (+LoRA)" if lora else "")):
+            lines = runtime_cue_lines(cues[i])
             tokens, _ = sess.run(["tokens", "probs"], {"frames": xs[i][None]})
-            ans = llm.answer({"voice": tokens}, [], prior=None, prior_weight=0.0)
+            ans = llm.answer({"voice": tokens}, lines, prior=None, prior_weight=0.0, reason=False)
             res["llm_vectors"].append(np.array([ans.scores[lab] for lab in LABELS]))
-            ans = llm.answer({"voice": tokens}, [], prior=np.log(head[i] + 1e-6), prior_weight=1.0)
+            llm.raw = ""
+            ans = llm.answer({"voice": tokens}, lines, prior=np.log(head[i] + 1e-6), prior_weight=1.0)
             res["llm_vectors+prior"].append(np.array([ans.scores[lab] for lab in LABELS]))
-    out = {"n": int(len(pick)), "head_on_same_items": {"8class": scores(y[pick], head[pick]), "4class": scores(y[pick], head[pick], FOUR)}}
+            answers.append({"truth": LABELS[y[i]], "label": ans.label, "cues": lines, "raw": llm.raw,
+                            "runtime": ans.reasoning, "source": ans.reasoning_source})
+    seconds = time.perf_counter() - t0
+    out = {"n": int(len(pick)), "lora": lora, "seconds": round(seconds, 1),
+           "head_on_same_items": {"8class": scores(y[pick], head[pick]), "4class": scores(y[pick], head[pick], FOUR)}}
     for k, v in res.items():
         p = np.stack(v)
         out[k] = {"8class": scores(y[pick], p), "4class": scores(y[pick], p, FOUR)}
+    # judge: generated reasoning (raw and as the runtime keeps it), template, shuffled cues
+    shift = np.roll(np.arange(len(answers)), 1)  # item i gets item i-1's cues and label
+    sets = {
+        "llm_raw": [(x["raw"], x["cues"], x["truth"], x["label"]) for x in answers],
+        "llm_runtime": [(x["runtime"], x["cues"], x["truth"], x["label"]) for x in answers],
+        "template": [(template_reasoning(x["label"], x["cues"]), x["cues"], x["truth"], x["label"]) for x in answers],
+        "shuffled_cues": [(template_reasoning(answers[j]["label"], answers[j]["cues"]), x["cues"], x["truth"], answers[j]["label"])
+                          for x, j in zip(answers, shift)],
+    }  # fmt: skip
+    out["judge"] = {k: judge.judge_items(v) for k, v in sets.items()}
+    out["judge"]["llm_runtime"]["share_llm_text"] = round(float(np.mean([x["source"] == "llm" for x in answers])), 3)
+    out["judge"]["reference_deemo"] = judge.DEEMO_REFERENCE
+    out["examples"] = answers[:6]
     return out
+
+
+JUDGE_ROWS = {
+    "llm_raw": "LLM reasoning as generated (before the runtime's cue filter)",
+    "llm_runtime": "runtime reasoning (filtered LLM text, else template)",
+    "template": "template sentence (measured cues + chosen label)",
+    "shuffled_cues": "baseline: another item's template (shuffled cues and label)",
+}
+
+
+def llm_markdown(v: dict) -> list[str]:
+    what = f"with LoRA adapter `{Path(v['lora']).name}`" if v.get("lora") else "base model (no adapter)"
+    lines = ["", f"LLM answers ({what}) on a random subset of {v['n']} test items ({v.get('seconds', '?')} s):", "",
+             "| answer | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 |", "|---|---|---|---|---|"]
+    for k in ("head_on_same_items", "llm_vectors", "llm_vectors+prior"):
+        if k in v:
+            m = v[k]
+            lines.append(f"| {k} | {m['8class']['accuracy']:.3f} | {m['8class']['macro_f1']:.3f} | {m['4class']['accuracy']:.3f} | {m['4class']['macro_f1']:.3f} |")
+    if "judge" in v:
+        ref = v["judge"]["reference_deemo"]
+        lines += ["", "Reasoning, local judge (export/judge.py; 0-10; clue overlap = 10 x F1 of cited vs measured cue kinds, "
+                  "label overlap = emotion words vs truth, 0.5 credit within a valence/arousal group):", "",
+                  "| reasoning | clue overlap | label overlap | hallucinated cues / item | items with a hallucinated cue | n (no cues) |",
+                  "|---|---|---|---|---|---|"]
+        for k, name in JUDGE_ROWS.items():
+            j = v["judge"][k]
+            extra = f" ({j['share_llm_text']:.0%} LLM text)" if "share_llm_text" in j else ""
+            lines.append(f"| {name}{extra} | {j['clue_overlap']} | {j['label_overlap']} | {j['hallucinated_cues_per_item']} | "
+                         f"{j['items_with_hallucinated_cue']:.0%} | {j['n']} ({j['n_no_cues']}) |")
+        lines.append(f"| DEEMO (reported, GPT judge on EMER; reference only, not comparable) | {ref['clue_overlap']} | {ref['label_overlap']} | | | |")
+    return lines
 
 
 def markdown(r: dict) -> str:
@@ -109,16 +192,12 @@ def markdown(r: dict) -> str:
         lines += ["## Audio: RAVDESS test actors 21-24, de-identified speech", "",
                   "| model | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 | n |", "|---|---|---|---|---|---|"]
         for k, v in r["audio"].items():
-            if k == "llm":
+            if k.startswith("llm"):
                 continue
             lines.append(f"| {k} | {v['8class']['accuracy']:.3f} | {v['8class']['macro_f1']:.3f} | {v['4class']['accuracy']:.3f} | {v['4class']['macro_f1']:.3f} | {v['8class']['n']} |")
-        if "llm" in r["audio"]:
-            lines += ["", f"LLM answers on a random subset of {r['audio']['llm']['n']} test items:", "",
-                      "| answer | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 |", "|---|---|---|---|---|"]
-            for k, v in r["audio"]["llm"].items():
-                if k == "n":
-                    continue
-                lines.append(f"| {k} | {v['8class']['accuracy']:.3f} | {v['8class']['macro_f1']:.3f} | {v['4class']['accuracy']:.3f} | {v['4class']['macro_f1']:.3f} |")
+        for key in ("llm", "llm_lora"):
+            if key in r["audio"]:
+                lines += llm_markdown(r["audio"][key])
         lines.append("")
     if "body" in r:
         lines += ["## Body: Bandai motion, held-out contents (bye, run, walk-left) + walk take 002", "",
@@ -135,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--llm", type=int, default=0, help="also score LLM answers on this many audio test items")
-    ap.add_argument("--lora", type=str, default=None, help="LoRA adapter GGUF for the LLM")
+    ap.add_argument("--lora", type=str, default=None, help="also score the LLM with this LoRA adapter GGUF (next to the base model)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -143,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((a.models / "manifest.json").read_text())
     r: dict = {"models": str(a.models), "created_from_manifest": manifest.get("created")}
     if "audio" in manifest["models"]:
-        res, y, p, xs = eval_audio(a, manifest["models"]["audio"])
+        res, y, p, xs, stems = eval_audio(a, manifest["models"]["audio"])
         r["audio"] = res
         plot_confusion(y, p.argmax(1), list(LABELS), "audio, RAVDESS test actors 21-24 (8-class)", a.out / "confusion_audio_8class.png")
         keep = np.isin(y, FOUR)
@@ -152,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         plot_confusion(np.array([remap[v] for v in y[keep]]), np.array([remap[v] for v in pred4]),
                        [LABELS[c] for c in FOUR], "audio, test actors (4-class)", a.out / "confusion_audio_4class.png")
         if a.llm:
-            r["audio"]["llm"] = eval_llm(a, manifest["models"]["audio"], xs, y, p)
+            from export.llm_lora import voice_cues
+
+            utts = {u.stem: u for u in audio_data.load_ravdess(a.data)}
+            measured = voice_cues([utts[s] for s in stems], a.cache, workers=a.workers)
+            cues = [measured[s] for s in stems]
+            r["audio"]["llm"] = eval_llm(a, manifest["models"]["audio"], xs, y, p, cues, None)
+            if a.lora:
+                r["audio"]["llm_lora"] = eval_llm(a, manifest["models"]["audio"], xs, y, p, cues, a.lora)
     if "body" in manifest["models"]:
         res, y, p = eval_body(a, manifest["models"]["body"])
         r["body"] = res
