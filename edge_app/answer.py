@@ -109,7 +109,9 @@ class Answerer:
             reasoning=reply.reasoning,
             reasoning_source=reply.reasoning_source,
             heads=heads,
-            timings={"encoders": t1 - t0, "llm": reply.timings.get("total_s", 0.0)},
+            timings={"encoders": t1 - t0, "llm": reply.timings.get("total_s", 0.0),
+                     **{f"llm_{k[:-2]}": v for k, v in reply.timings.items()
+                        if k in ("window_s", "label_s", "reasoning_s")}},
         )
 
 
@@ -126,7 +128,9 @@ def live_answer_hook(config: Any):
 
     def hook(cues: Cues, window: Any) -> dict[str, Any]:
         poses = window.poses if window.has_video else None
-        return answerer.answer(cues, poses, window.audio).to_dict()
+        answer = answerer.answer(cues, poses, window.audio)
+        # "stage_timings" goes into the window's `timings` (LiveSession.analyse)
+        return {**answer.to_dict(), "stage_timings": answer.timings}
 
     hook.cancel = answerer.cancel  # type: ignore[attr-defined]
     return hook

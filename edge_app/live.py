@@ -333,16 +333,20 @@ class LiveSession:
             "cues": cues.to_dict(options.ndigits),
         }
         answer_s = 0.0
+        parts: dict[str, float] = {}
         if self.answer is not None:
             t0 = time.perf_counter()
             result.update(self._call_answer(cues, window))
             answer_s = time.perf_counter() - t0
             self.stages["answer"].add(answer_s)
+            parts = result.pop("stage_timings", None) or {}
         result["timings"] = {
             "settle_s": round(window.scheduled - window.end, 3),
             "queue_s": round(started - window.scheduled, 3),
             "cues_s": round(cues_s, 4),
             "answer_s": round(answer_s, 4),
+            # the answer's own parts, e.g. encoders_s, llm_s, llm_window_s, llm_reasoning_s
+            **{f"{k}_s": round(float(v), 4) for k, v in parts.items()},
         }
         return result
 
