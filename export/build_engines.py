@@ -4,6 +4,10 @@
     python -m export.build_engines --quick --out /tmp/m   # small subset, a few minutes (tests)
     python -m export.build_engines --engines-only  # TensorRT engines from committed ONNX (Jetson)
 
+Stages: (1) encoders with classification heads, projector by label-anchor alignment;
+(2) projector through the frozen LLM: export/llm_align.py (run separately, ~15 min);
+(3) LoRA instruction tuning -> models/smollm2_lora.gguf (export/llm_lora.py; audio tokens).
+
 Splits are fixed: RAVDESS actors 1-18 train, 19-20 validation (early stopping),
 21-24 test (reported only); Bandai motion held out by content/take (export/body_data.py).
 """
@@ -206,6 +210,34 @@ def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
     return entry
 
 
+# --- stage 3: LoRA -----------------------------------------------------------------------
+
+
+def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
+    """LoRA instruction tuning of SmolLM2 on the audio encoder's tokens (export/llm_lora.py)
+    -> OUT/smollm2_lora.gguf, recorded under manifest["llm"]["lora"]."""
+    if a.lora_steps <= 0:
+        print("stage 3 (LoRA): skipped (--lora-steps 0)")
+        return
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        print(f"stage 3 (LoRA): skipped, {err.name} is not installed (pip install -e '.[export]')")
+        return
+    from export import llm_lora
+
+    steps = min(a.lora_steps, 2) if a.quick else a.lora_steps
+    quick = ["--n-val", "4", "--parity", "1", "--eval-every", "0"] if a.quick else []
+    la = llm_lora.parse_args([
+        "--data", str(a.data), "--cache", str(a.cache), "--models", str(a.out), "--steps", str(steps),
+        "--threads", str(a.threads), "--workers", str(a.workers), "--seed", str(a.seed), *quick,
+    ])  # fmt: skip
+    entry = llm_lora.train(la)
+    print(f"[lora] val before {json.dumps(entry['val_before'])} after {json.dumps(entry['val_after'])}")
+    manifest["llm"]["lora"] = entry
+
+
 def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str, str]:
     """TensorRT fp16 + INT8 engines next to the ONNX files (on a machine with TensorRT)."""
     if not onnx_export.tensorrt_available():
@@ -272,6 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", choices=("audio", "body"), default=None)
     ap.add_argument("--audio-epochs", type=int, default=12)
     ap.add_argument("--body-epochs", type=int, default=20)
+    ap.add_argument("--lora-steps", type=int, default=60, help="stage-3 LoRA steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny ops on a busy box thrash with more)")
     ap.add_argument("--seed", type=int, default=0)
@@ -310,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         entry = export_stage(st, proj, a)
         entry["projector"] = pinfo
         manifest["models"][name] = entry
+        _merge_write(a, manifest)
+    if "audio" in stages:
+        stage_lora(a, manifest)
         _merge_write(a, manifest)
     build_engines(a.out, a.calib, manifest)
     path = _merge_write(a, manifest)

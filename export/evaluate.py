@@ -2,7 +2,8 @@
 
     python -m export.evaluate                    # head-only metrics, models/ -> benchmarks/results/
     python -m export.evaluate --llm 96           # + LLM answers (SmolLM2 via llama.cpp) on 96 test items
-    python -m export.evaluate --llm 48 --lora models/smollm2_lora.gguf   # base vs + LoRA adapter
+    python -m export.evaluate --llm 40 --lora models/smollm2_lora.gguf   # base vs + LoRA adapter
+                                                 # (--llm alone: base vs the manifest's default adapter)
 
 RAVDESS: test actors 21-24, de-identified (one random voice per utterance), 8-class
 and 4-class (neutral/happy/sad/angry, predicted among those 4). Motion: held-out
@@ -186,6 +187,37 @@ def llm_markdown(v: dict) -> list[str]:
     return lines
 
 
+JUDGE_DEFINITION = """### The reasoning judge (export/judge.py)
+
+Local and deterministic, no hosted model. The reasoning text (parenthesised numbers removed) is cut
+into clauses (at `.!?;,:` and at and/but/while/with/whereas/or); a **cue kind** from a fixed catalogue
+(every phrase edge_app.cues can produce: pitch variability, flat/rising/falling pitch, loudness
+variation, fast/slow rate, long pauses, irregular voice quality, little speech, the body phrases; plus
+kinds this device can never measure: loud/quiet voice level, high/low pitch level, anything about the
+face, the words) is *cited* when every one of its word groups has a word in one clause.
+**Clue overlap** = 10 x F1 between the kinds cited and the kinds of the cue phrases measured on that clip
+(items with nothing measured are left out, `n (no cues)`). **Hallucinated cues** = kinds cited but not
+measured. **Label overlap** = 10 x mean credit of the emotions named in the answer's label and reasoning:
+1 for the true label, 0.5 for the same valence/arousal group ({happy, surprised}, {neutral, calm},
+{angry, fearful, disgust}, {sad}), 0 otherwise. Baselines: the template sentence restates the measured
+cues (clue ceiling 10), the shuffled-cue row is another item's template (chance level: RAVDESS clips share
+many cues, e.g. long pauses). Text-only check on EMER's own 100 rationales vs their labels: label overlap
+8.34 (tests/test_judge.py). DEEMO's 6.20 / 7.66 come from a GPT judge on EMER: a reference, not comparable.
+"""
+
+
+def lora_markdown(e: dict) -> list[str]:
+    p = e.get("parity") or {}
+    return ["", f"Stage-3 adapter `{e['file']}` (models/manifest.json llm.lora; runtime default: {e.get('default', False)}): "
+            f"rank {e['rank']}, alpha {e['alpha']}, {'/'.join(e['targets'])}, {e['steps']} steps x {e['batch']}; "
+            f"validation (actors 19-20, n={e['val_after']['n']}) first-token label accuracy "
+            f"{e['val_before']['label_acc_first_token']:.3f} -> {e['val_after']['label_acc_first_token']:.3f}, "
+            f"reasoning CE {e['val_before']['reasoning_ce']:.3f} -> {e['val_after']['reasoning_ce']:.3f}. "
+            f"Parity on {p.get('items')} items (label log-probs over the 8 labels): PyTorch vs llama.cpp max |diff| "
+            f"{p.get('max_abs_diff_base')} base / {p.get('max_abs_diff_lora')} with the adapter; mean change from the "
+            f"adapter {p.get('lora_change_torch')} (PyTorch) vs {p.get('lora_change_llama_cpp')} (llama.cpp)."]
+
+
 def markdown(r: dict) -> str:
     lines = ["# Encoder evaluation (held-out data, ONNX runtime path)", ""]
     if "audio" in r:
@@ -198,6 +230,10 @@ def markdown(r: dict) -> str:
         for key in ("llm", "llm_lora"):
             if key in r["audio"]:
                 lines += llm_markdown(r["audio"][key])
+        if r.get("lora"):
+            lines += lora_markdown(r["lora"])
+        if "llm" in r["audio"]:
+            lines += ["", JUDGE_DEFINITION]
         lines.append("")
     if "body" in r:
         lines += ["## Body: Bandai motion, held-out contents (bye, run, walk-left) + walk take 002", "",
@@ -214,13 +250,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--llm", type=int, default=0, help="also score LLM answers on this many audio test items")
-    ap.add_argument("--lora", type=str, default=None, help="also score the LLM with this LoRA adapter GGUF (next to the base model)")
+    ap.add_argument("--lora", type=str, default="auto",
+                    help="also score the LLM with this LoRA adapter GGUF, next to the base model "
+                    "(default auto: the adapter models/manifest.json marks as the runtime default; none: base only)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.lora == "auto":
+        from edge_app.llm.model import default_lora_path
+
+        a.lora = default_lora_path(a.models)
+    elif a.lora in ("", "none"):
+        a.lora = None
     a.out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((a.models / "manifest.json").read_text())
     r: dict = {"models": str(a.models), "created_from_manifest": manifest.get("created")}
+    if a.lora and (manifest.get("llm", {}).get("lora") or {}).get("file") == Path(a.lora).name:
+        r["lora"] = {k: v for k, v in manifest["llm"]["lora"].items() if k != "history"}
     if "audio" in manifest["models"]:
         res, y, p, xs, stems = eval_audio(a, manifest["models"]["audio"])
         r["audio"] = res

@@ -60,3 +60,24 @@ def test_build_engines_quick(tmp_path: Path) -> None:
 
     with np.load(out / "calibration/audio_features.npz") as z:
         assert all(z[k].ndim == 2 and z[k].shape[1] == 67 for k in z.files)
+
+    # stage 3: a LoRA adapter GGUF in llama.cpp's layout, loaded by llama.cpp in the parity check
+    import importlib.util
+
+    if importlib.util.find_spec("peft") and importlib.util.find_spec("transformers"):
+        assert "lora" in manifest["llm"], proc.stdout[-2000:]
+        from gguf import GGUFReader
+
+        lora = manifest["llm"]["lora"]
+        assert "[lora] val before" in proc.stdout
+        r = GGUFReader(str(out / lora["file"]))
+        assert bytes(r.fields["general.type"].parts[-1]).decode() == "adapter"
+        assert bytes(r.fields["adapter.type"].parts[-1]).decode() == "lora"
+        names = {t.name for t in r.tensors}
+        assert {"blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b", "blk.29.attn_v.weight.lora_b"} <= names
+        assert lora["file"] in manifest["files"] and lora["steps"] <= 2
+        assert lora["parity"]["max_abs_diff_lora"] < 1.0  # Q4_1 base in llama.cpp vs fp32 dequantised
+        assert lora["parity"]["lora_change_llama_cpp"] > 0.0  # the adapter does change llama.cpp's output
+        assert lora["parity"]["lora_change_torch"] > 0.0
+    else:
+        assert "stage 3 (LoRA): skipped" in proc.stdout

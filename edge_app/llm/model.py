@@ -67,7 +67,10 @@ class LlmOptions:
             the injected vectors; checked against plain tokens once at load. Each call
             costs about one pass over the weights, so this cut window evaluation by
             ~40 % on a 2-core CPU. False = one call per text/vector segment.
-        lora_path: optional LoRA adapter GGUF applied on top of the model.
+        lora_path: LoRA adapter GGUF applied on top of the model. "auto" (default): the
+            stage-3 adapter that models/manifest.json records as default (llm.lora,
+            trained for the bundled SmolLM2 by export/llm_lora.py), used only with the
+            bundled model (model_path None); "none" or None: no adapter.
         lora_scale: strength of the LoRA adapter.
         verbose: let llama.cpp log to stderr (off by default: it logs every tensor).
     """
@@ -85,9 +88,15 @@ class LlmOptions:
     prior_weight: float = 1.0
     prompt_format: PromptFormatName = "auto"
     single_batch: bool = True
-    lora_path: str | None = None
+    lora_path: str | None = "auto"
     lora_scale: float = 1.0
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lora_path == "auto":
+            self.lora_path = default_lora_path() if self.model_path is None else None
+        elif self.lora_path in ("", "none"):
+            self.lora_path = None
 
     def resolved_decode_threads(self) -> int:
         if self.n_threads_decode is not None:
@@ -101,6 +110,23 @@ class LlmOptions:
         if hasattr(os, "sched_getaffinity"):
             return max(1, len(os.sched_getaffinity(0)))
         return max(1, os.cpu_count() or 1)
+
+
+# The runtime's models folder (encoders, manifest, LoRA adapter), next to the package.
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def default_lora_path(models_dir: Path = MODELS_DIR) -> str | None:
+    """The adapter the manifest marks as default for the bundled model, if its file is there."""
+    import json
+
+    try:
+        entry = json.loads((models_dir / "manifest.json").read_text()).get("llm", {}).get("lora")
+    except (OSError, ValueError):
+        return None
+    if not entry or not entry.get("default") or not (models_dir / entry["file"]).is_file():
+        return None
+    return str(models_dir / entry["file"])
 
 
 def find_bundled_gguf() -> Path:
