@@ -15,6 +15,13 @@ target = " <label>. Reasoning: <one sentence><|im_end|>". The sentence is built 
 the clue -> emotion style of EMER (../shared/data/emer_text); it restates measured cue
 phrases only, so it never names a cue that was not measured (tests/test_judge.py).
 
+Body: the runtime also sends body cue lines for video windows, but RAVDESS has no body and
+Bandai motion has no voice (nothing is paired). So 30 % of training items get 1-2 body cue
+lines drawn at random from the phrases edge_app.cues produces (text only: no body tokens,
+not measured on any body; `synthetic_body_lines`), and their target names them as body
+cues: this teaches the adapter to restate body lines instead of dropping them; the label
+is still the audio clip's. Without it the adapter ignored body lines (checked by hand).
+
 Cues: `describe_voice()` phrases of edge_app.cues on the clip de-identified exactly as
 export/audio_data.py does for copy 0 (same seed rule), computed once and cached in
 CACHE/cues/voice_cues.json. Train: RAVDESS actors 1-18 (copy 0: the cues belong to
@@ -102,6 +109,32 @@ def runtime_cue_lines(phrases: list[str]) -> list[str]:
     return [f"voice: {c}" for c in phrases]
 
 
+def item_lines(item: dict) -> list[str]:
+    """An item's cue lines in runtime order (body first, then voice)."""
+    return list(item.get("body", [])) + runtime_cue_lines(item["cues"])
+
+
+# Body phrases as edge_app.cues words them (events get time spans, some values a number).
+BODY_EVENTS = ("hand to face", "hand to head", "hand to neck", "hand on arm", "hands together / rubbing",
+               "gesturing", "arms crossed", "hunched shoulders", "hands shielding the body", "head down",
+               "leaning forward", "leaning back")  # fmt: skip
+BODY_STATES = ("arms held close to the body", "open, expansive arms", "uneven shoulders", "very still",
+               "high motion energy ({:.1f})", "frequent hand movements ({:.1f}/s)")  # fmt: skip
+
+
+def synthetic_body_lines(rng: np.random.Generator) -> list[str]:
+    """1-2 body cue lines drawn at random (text-only augmentation, see `train`): they teach the
+    adapter to restate body lines too; they carry no label information."""
+    out = []
+    for _ in range(int(rng.integers(1, 3))):
+        if rng.random() < 0.6:
+            t0 = rng.uniform(0, 2.5)
+            out.append(f"{BODY_EVENTS[rng.integers(len(BODY_EVENTS))]} {t0:.1f}-{t0 + rng.uniform(0.4, 2.0):.1f} s")
+        else:
+            out.append(BODY_STATES[rng.integers(len(BODY_STATES))].format(rng.uniform(1.0, 2.5)))
+    return [f"body: {c}" for c in dict.fromkeys(out)]
+
+
 # --- reasoning targets -----------------------------------------------------------------
 
 _PAREN = re.compile(r"\s*\([^)]*\)")
@@ -127,17 +160,35 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+_BODY_TEMPLATES = (
+    "The body shows {body}, which suggests {label}.",
+    "With {body}, the speaker seems {label}.",
+)
+_BOTH_TEMPLATES = (
+    "The body shows {body} and the voice has {cues}, which suggests {label}.",
+    "With {body} and {cues} in the voice, the speaker sounds {label}.",
+)
+
+
 def reasoning_target(label: str, cues: list[str], key: str = "") -> str:
     """One clue -> emotion sentence from the MEASURED cue phrases and the TRUE label.
 
-    Only the measured phrases (their parenthesised numbers dropped) and the label are
-    inserted into a fixed template, so no cue outside `cues` can be named. `key` picks
-    the template deterministically (e.g. the clip's name)."""
-    names = [n for n in (cue_name(c) for c in cues) if n]
-    if not names:
+    Only the given phrases (their parenthesised numbers and "body:"/"voice:" tags dropped)
+    and the label are inserted into a fixed template, so no cue outside `cues` can be
+    named. Body lines ("body: ...") are named as body cues, the rest as voice cues. `key`
+    picks the template deterministically (e.g. the clip's name)."""
+    from edge_app.llm.reasoning import cue_modality
+
+    body = [n for c in cues if cue_modality(c) == "body" and (n := cue_name(c))]
+    voice = [n for c in cues if cue_modality(c) != "body" and (n := cue_name(c))]
+    h = zlib.crc32(key.encode())
+    if body and voice:
+        return _BOTH_TEMPLATES[h % len(_BOTH_TEMPLATES)].format(body=_join(body), cues=_join(voice), label=label)
+    if body:
+        return _BODY_TEMPLATES[h % len(_BODY_TEMPLATES)].format(body=_join(body), label=label)
+    if not voice:
         return NO_CUE_REASON.format(label=label)
-    t = _TEMPLATES[zlib.crc32(key.encode()) % len(_TEMPLATES)]
-    return t.format(cues=_join(names), label=label)
+    return _TEMPLATES[h % len(_TEMPLATES)].format(cues=_join(voice), label=label)
 
 
 def target_text(label: str, cues: list[str], key: str = "") -> str:
@@ -210,7 +261,7 @@ class PromptBuilder:
     def window(self, item: dict):
         """Window embeddings (L, d) exactly as LlmSession evaluates them (ends at 'Emotion:')."""
         torch = self.torch
-        segs = self.prompt.window_segments(self.prompt.CHATML, {"voice": item["tokens"]}, runtime_cue_lines(item["cues"]))
+        segs = self.prompt.window_segments(self.prompt.CHATML, {"voice": item["tokens"]}, item_lines(item))
         with torch.no_grad():
             parts = [torch.from_numpy(s) if isinstance(s, np.ndarray) else self._emb(torch.tensor(self.enc(s))) for s in segs]
         return torch.cat(parts)
@@ -219,7 +270,7 @@ class PromptBuilder:
         """Token ids of ' <label>. Reasoning: <sentence><|im_end|>' (tokenized in the runtime's
         pieces) and how many of them are the label."""
         label = LABELS[item["y"]]
-        sentence = reasoning_target(label, runtime_cue_lines(item["cues"]), item["stem"])
+        sentence = reasoning_target(label, item_lines(item), item["stem"])
         lab = self.label_ids[item["y"]]
         return lab + self.reason_ids + self.enc(" " + sentence) + self.end_id, len(lab)
 
@@ -422,6 +473,8 @@ def train(a: argparse.Namespace) -> dict:
             cache = pb.prefix_cache()
         model.train()
         batch = [train_items[i] for i in rng.choice(len(train_items), a.batch, replace=False)]
+        # text-only body augmentation: the runtime also sends body cue lines (video windows)
+        batch = [{**it, "body": synthetic_body_lines(rng)} if rng.random() < a.body_lines else it for it in batch]
         loss, _ = pb.batch_loss(cache, batch, a.label_weight)
         opt.zero_grad()
         loss.backward()
@@ -454,6 +507,7 @@ def train(a: argparse.Namespace) -> dict:
         "injected voice tokens + measured voice cue lines; target ' <label>. Reasoning: <measured cues -> true label>'",
         "rank": a.rank, "alpha": a.alpha, "targets": ["q_proj", "v_proj"], "layers": [a.first_layer, llm.config.num_hidden_layers - 1],
         "steps": a.steps, "batch": a.batch, "lr": a.lr, "label_weight": a.label_weight,
+        "body_lines": f"{a.body_lines:.0%} of training items get 1-2 random body cue lines (text only, not measured)",
         "train": f"RAVDESS train actors 1-18, copy 0 (de-identified), {len(train_items)} clips",
         "val": f"actors 19-20, {len(val_items)} clips", "val_before": before, "val_after": after, "history": history,
         "kept": "best val (reasoning CE - first-token label accuracy)", "parity": par, **info,
@@ -476,10 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=16.0)
     ap.add_argument("--first-layer", type=int, default=0, help="LoRA on layers first..last")
-    ap.add_argument("--label-weight", type=float, default=1.0)
+    ap.add_argument("--label-weight", type=float, default=2.0)
+    ap.add_argument("--body-lines", type=float, default=0.3,
+                    help="share of training items given random body cue lines (text only, no body tokens)")
     ap.add_argument("--refresh", type=int, default=5, help="recompute the prefix KV every N steps")
     ap.add_argument("--eval-every", type=int, default=30)
-    ap.add_argument("--n-val", type=int, default=24)
+    ap.add_argument("--n-val", type=int, default=120, help="validation clips (actors 19-20 have 120)")
     ap.add_argument("--parity", type=int, default=4, help="items for the PyTorch vs llama.cpp check (0: skip)")
     ap.add_argument("--register", action="store_true", help="record the adapter in MODELS/manifest.json")
     ap.add_argument("--workers", type=int, default=1)

@@ -7,12 +7,13 @@ import itertools
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_app.llm.reasoning import filter_reasoning, invented_cue_words, template_reasoning
 from edge_app.records import LABELS
 from export.judge import judge, judge_items, measured_kinds, named_emotions
-from export.llm_lora import reasoning_target, target_text
+from export.llm_lora import cue_name, reasoning_target, synthetic_body_lines, target_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data"))
@@ -106,6 +107,22 @@ def test_reasoning_target_never_names_unmeasured_cues() -> None:
                     assert not invented_cue_words(t, cues)
                 assert "\n" not in t and t.count(".") == 1 and t.endswith(".")
                 assert target_text(label, list(cues), key).startswith(f" {label}. Reasoning: ")
+
+
+def test_reasoning_target_with_body_lines() -> None:
+    """Runtime order is body lines then voice lines; both kinds are named, nothing else."""
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        body = synthetic_body_lines(rng)
+        voice = list(ALL_VOICE[k % 5 : k % 5 + k % 3])
+        cues = body + voice
+        label = LABELS[k % len(LABELS)]
+        t = reasoning_target(label, cues, str(k))
+        j = judge(t, cues, label, label)
+        assert not j.hallucinated and j.clue == pytest.approx(10.0), (t, cues, j)
+        assert filter_reasoning(t, cues) == t  # the runtime keeps it whole
+        assert body and all(c.startswith("body: ") and cue_name(c) in t for c in body)
+        assert all(cue_name(c) in t for c in voice) and label in t
 
 
 @pytest.mark.skipif(not (DATA / "emer_text/EMER_dataset-v1_gt-eng.csv").exists(), reason="EMER text not found")
