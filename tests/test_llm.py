@@ -253,3 +253,17 @@ def test_gguf_header_without_tensors_is_a_model_error(tmp_path):
     bad.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     with pytest.raises(ModelError):
         LlmSession(LlmOptions(model_path=str(bad)))
+
+
+def test_lora_auto_follows_the_model_at_load_time(tmp_path):
+    import dataclasses
+
+    from edge_app.llm.model import default_lora_path
+
+    opts = LlmOptions()
+    assert opts.lora_path == "auto"
+    assert opts.resolved_lora_path() == default_lora_path()  # the bundled model's adapter
+    other = dataclasses.replace(opts, model_path=str(tmp_path / "other.gguf"))
+    assert other.resolved_lora_path() is None  # never SmolLM2's adapter on another model
+    assert LlmOptions(lora_path="none").resolved_lora_path() is None
+    assert LlmOptions(lora_path="x.gguf").resolved_lora_path() == "x.gguf"

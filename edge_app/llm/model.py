@@ -92,11 +92,14 @@ class LlmOptions:
     lora_scale: float = 1.0
     verbose: bool = False
 
-    def __post_init__(self) -> None:
+    def resolved_lora_path(self) -> str | None:
+        """The adapter file to load, or None. Resolved when the model loads, not when the
+        options are made, so changing `model_path` later never keeps SmolLM2's adapter."""
         if self.lora_path == "auto":
-            self.lora_path = default_lora_path() if self.model_path is None else None
-        elif self.lora_path in ("", "none"):
-            self.lora_path = None
+            return default_lora_path() if self.model_path is None else None
+        if self.lora_path in (None, "", "none"):
+            return None
+        return self.lora_path
 
     def resolved_decode_threads(self) -> int:
         if self.n_threads_decode is not None:

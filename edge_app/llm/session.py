@@ -89,10 +89,11 @@ class LlmSession:
             n_threads_decode=opt.resolved_decode_threads(),
             n_seq_max=1 + len(LABELS),  # sequence 0 plus one fork per multi-token label
         )
-        if opt.lora_path is not None:
+        self.lora_path = opt.resolved_lora_path()
+        if self.lora_path is not None:
             from edge_app.llm.model import validate_gguf
 
-            nat.set_lora(validate_gguf(opt.lora_path, "LoRA adapter"), opt.lora_scale)
+            nat.set_lora(validate_gguf(self.lora_path, "LoRA adapter"), opt.lora_scale)
         self._reason_tokens = nat.tokenize(prompt.REASONING_CUE)
         prefix = nat.tokenize(prompt.prefix_text(self.format))
         if nat.add_bos():
