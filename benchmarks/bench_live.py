@@ -134,6 +134,7 @@ class Collect:
         self.dropped = 0
         self.parts: dict[str, list[float]] = {}  # the window's own timings (settle, queue, ...)
         self.llm_reasoning = 0
+        self.reasoning_late = 0  # LLM reasoning due (label changed) but no time left in the budget
 
     def publish(self, result: dict) -> None:
         self.latencies.append(result["latency_s"])
@@ -141,6 +142,7 @@ class Collect:
         for key, value in (result.get("timings") or {}).items():
             self.parts.setdefault(key, []).append(float(value))
         self.llm_reasoning += result.get("reasoning_source") == "llm"
+        self.reasoning_late += bool(result.get("reasoning_late"))
 
     def close(self) -> None:
         pass
@@ -200,6 +202,7 @@ def report(args, minutes, wall, clip, summary, sink, samples, load_start) -> dic
         "overrides": args.set,
         "windows_published": summary.windows_published,
         "windows_with_llm_reasoning": sink.llm_reasoning,
+        "windows_reasoning_late": sink.reasoning_late,
         "latency_parts_s": {k: {"p50": round(float(np.percentile(v, 50)), 3),
                                 "p95": round(float(np.percentile(v, 95)), 3)}
                             for k, v in sink.parts.items()},
@@ -258,6 +261,8 @@ def write_markdown(result: dict, path: str) -> None:
         f"{lat['max']:.2f} s | p95 <= 2.0 s |",
         f"| windows published / dropped | {result['windows_published']} / {result['windows_dropped']} | |",
         f"| windows with LLM-written reasoning (policy on_change) | {result['windows_with_llm_reasoning']} | |",
+        f"| windows whose reasoning was due but over the latency budget (template sent) | "
+        f"{result['windows_reasoning_late']} | |",
         *(f"| latency part `{k}` p50 / p95 | {v['p50']:.3f} / {v['p95']:.3f} s | |"
           for k, v in result["latency_parts_s"].items()),
         f"| RSS start / end / max | {rss['start']:.0f} / {rss['end']:.0f} / {rss['max']:.0f} MB | |",

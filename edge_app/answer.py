@@ -38,6 +38,12 @@ class AnswerOptions:
     # differs from the previous window's, else the template from the cues: the LLM's
     # costliest step, skipped where it adds least, e.g. live); "never" (template only).
     reasoning: str = "always"
+    # The LLM reads at most this many cue phrases per modality, the first ones (the
+    # body's NFBL events come before posture and motion, the voice's pitch before
+    # loudness, rate and pauses). Every cue stays in the JSON `clues`. With all of
+    # them (up to ~9) the prompt grew by ~25 tokens and the stage-3 model listed every
+    # cue in a run-on sentence up to the token cap (1.2 s instead of ~0.5 s). Default 2.
+    max_cues_per_modality: int = 2
     # Encoder models and backend (auto | tensorrt | cuda | cpu).
     encoders: EncoderOptions = field(default_factory=EncoderOptions)
     # The GGUF model and llama.cpp settings.
@@ -52,6 +58,8 @@ class Answer:
     reasoning_source: str
     heads: dict[str, dict[str, Any]]
     timings: dict[str, float]
+    # The LLM would have written the reasoning but the deadline did not leave time.
+    reasoning_late: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +67,7 @@ class Answer:
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "reasoning": self.reasoning,
             "reasoning_source": self.reasoning_source,
+            **({"reasoning_late": True} if self.reasoning_late else {}),
             "heads": self.heads,
         }
 
@@ -67,6 +76,9 @@ class Answerer:
     """Loads the encoders and the LLM once; answers windows one at a time."""
 
     def __init__(self, options: AnswerOptions):
+        if options.max_cues_per_modality < 1:
+            raise UsageError(f"answer.max_cues_per_modality = {options.max_cues_per_modality}; "
+                             "must be >= 1")
         if options.reasoning not in REASONING_POLICIES:
             raise UsageError(f"answer.reasoning = {options.reasoning!r}; allowed: "
                              f"{', '.join(REASONING_POLICIES)}")
@@ -88,7 +100,8 @@ class Answerer:
         self.llm.cancel()
 
     def answer(self, cues: Cues, poses: Sequence[PoseSample] | None,
-               audio: DeidAudio | None) -> Answer:
+               audio: DeidAudio | None, deadline: float | None = None) -> Answer:
+        """`deadline` (time.perf_counter()): LLM reasoning only if it fits, else the template."""
         t0 = time.perf_counter()
         visible = [p for p in poses or () if p.has_person]
         voice = self.audio.encode(audio) if audio is not None and _has_speech(cues) else None
@@ -97,9 +110,11 @@ class Answerer:
         embeddings = {name: out.tokens for name, out in (("body", body), ("voice", voice)) if out}
         reply = self.llm.answer(
             embeddings or None,
-            _cue_lines(cues),
+            llm_cue_lines(cues.describe_body(), cues.describe_voice(),
+                          self.options.max_cues_per_modality),
             prior=_prior(voice, body),  # weighted by llm.prior_weight
             reason=self._should_reason,
+            deadline=deadline,
         )
         self._last_label = reply.label
         heads = {name: _head(out) for name, out in (("voice", voice), ("body", body)) if out}
@@ -112,6 +127,7 @@ class Answerer:
             timings={"encoders": t1 - t0, "llm": reply.timings.get("total_s", 0.0),
                      **{f"llm_{k[:-2]}": v for k, v in reply.timings.items()
                         if k in ("window_s", "label_s", "reasoning_s")}},
+            reasoning_late=bool(reply.timings.get("reasoning_skipped_for_deadline")),
         )
 
 
@@ -128,7 +144,7 @@ def live_answer_hook(config: Any):
 
     def hook(cues: Cues, window: Any) -> dict[str, Any]:
         poses = window.poses if window.has_video else None
-        answer = answerer.answer(cues, poses, window.audio)
+        answer = answerer.answer(cues, poses, window.audio, deadline=window.deadline)
         # "stage_timings" goes into the window's `timings` (LiveSession.analyse)
         return {**answer.to_dict(), "stage_timings": answer.timings}
 
@@ -140,10 +156,11 @@ def _has_speech(cues: Cues) -> bool:
     return cues.prosody is not None and (cues.prosody.voiced_ratio or 0.0) > 0.05
 
 
-def _cue_lines(cues: Cues) -> list[str]:
-    """Cue phrases tagged with their modality, as the LLM prompt expects."""
-    return [f"body: {c}" for c in cues.describe_body()] + [
-        f"voice: {c}" for c in cues.describe_voice()
+def llm_cue_lines(body: Sequence[str], voice: Sequence[str], max_per_modality: int) -> list[str]:
+    """Cue phrases tagged with their modality, as the LLM prompt expects (and as stage 3
+    trained it), the first `max_per_modality` of each."""
+    return [f"body: {c}" for c in body[:max_per_modality]] + [
+        f"voice: {c}" for c in voice[:max_per_modality]
     ]
 
 

@@ -84,6 +84,11 @@ class LiveOptions:
     # differs from the previous window's; otherwise the reasoning is built from the
     # measured cues, which keeps the 2-core latency budget), "always" or "never".
     reasoning: str = "on_change"
+    # Latency budget for LLM-written reasoning, seconds after the window's end: the LLM
+    # writes it only when it is expected to finish in time (and stops if not), else the
+    # template from the measured cues goes out (`reasoning_late: true`). Keeps results
+    # on time on a busy CPU. 0 = no limit. Default 1.8 (the p95 target is 2.0 s).
+    reasoning_budget_s: float = 1.8
     # Nice-value increment of the camera (face removal) and pose threads, so the
     # analysis worker (encoders + LLM) gets the CPU first and results stay timely;
     # those stages discard or skip frames when they fall behind. 0 = same priority.
@@ -118,6 +123,7 @@ class LiveOptions:
             "max_pose_lag_s": self.max_pose_lag_s > 0,
             "status_every_s": self.status_every_s > 0,
             "capture_nice": 0 <= self.capture_nice <= 19,
+            "reasoning_budget_s": self.reasoning_budget_s >= 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -145,6 +151,8 @@ class LiveWindow:
     audio: DeidAudio | None
     has_video: bool
     scheduled: float  # session time the window was queued
+    # time.perf_counter() by which LLM reasoning must be done (live.reasoning_budget_s)
+    deadline: float | None = None
 
 
 # The LLM stage plugs in here: it gets the window's cues and material and returns
@@ -540,7 +548,9 @@ class _Scheduler:
         s = self.s
         poses, attempts = s._pose.snapshot(start, end) if s._pose is not None else ((), 0)
         audio = s.mic.audio.slice(start, end) if s.mic is not None else None
-        return LiveWindow(start, end, poses, attempts, audio, s.camera is not None, now)
+        budget = s.options.reasoning_budget_s
+        deadline = time.perf_counter() + (end + budget - now) if budget > 0 else None
+        return LiveWindow(start, end, poses, attempts, audio, s.camera is not None, now, deadline)
 
 
 class _Worker(threading.Thread):

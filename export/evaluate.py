@@ -97,10 +97,11 @@ def _recording_session():
     class RecordingSession(LlmSession):
         raw = ""
 
-        def _generate_reasoning(self, label_index: int, pos: int) -> tuple[str, int]:
-            text, n = super()._generate_reasoning(label_index, pos)
+        def _generate_reasoning(self, label_index: int, pos: int,
+                                deadline: float | None = None) -> tuple[str, int, bool]:
+            text, n, late = super()._generate_reasoning(label_index, pos, deadline)
             self.raw = text
-            return text, n
+            return text, n, late
 
     return RecordingSession
 

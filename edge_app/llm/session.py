@@ -73,6 +73,10 @@ class LlmSession:
             self._native.close()
             raise
         self._rng = np.random.default_rng(self.options.seed)
+        # Running estimates for deadline checks: seconds per generated token (measured at
+        # load, then updated by every reasoning written) and tokens per reasoning.
+        self._token_s_at_load = self._token_s = self._time_one_token()
+        self._reason_tokens_mean = 24.0
 
     def _setup(self) -> None:
         nat, opt = self._native, self.options
@@ -106,6 +110,18 @@ class LlmSession:
         self.n_prefix = len(prefix)
         self.prefix_evaluations = 1
         self._table = self._load_embedding_table() if opt.single_batch else None
+
+    def _time_one_token(self, n: int = 4) -> float:
+        """Seconds per single-token decode after the prefix (median of n), then forgotten."""
+        nat, times = self._native, []
+        token = self.label_tokens[0][0]
+        for i in range(n):
+            t0 = time.perf_counter()
+            nat.decode_tokens([token], self.n_prefix + i)
+            nat.logits()
+            times.append(time.perf_counter() - t0)
+        nat.truncate(self.n_prefix)
+        return float(np.median(times))
 
     def _load_embedding_table(self) -> TokenEmbeddings | None:
         """The token-embedding table, if text sent as its rows gives the model exactly
@@ -148,6 +164,7 @@ class LlmSession:
         prior: np.ndarray | Sequence[float] | None = None,
         prior_weight: float | None = None,
         reason: bool | Callable[[str], bool] = True,
+        deadline: float | None = None,
     ) -> LlmAnswer:
         """Label, label probabilities and reasoning for one window.
 
@@ -160,6 +177,10 @@ class LlmSession:
         reason: False skips generation (the costly part) and returns the template
             reasoning; a callable gets the chosen label and decides (e.g. generate
             only for windows whose label changed).
+        deadline: time.perf_counter() value by which the answer must be back. Reasoning
+            is generated only if it is expected to finish in time (running estimate of
+            the per-token time and reasoning length) and stops, falling back to the
+            template, if the deadline passes mid-sentence. None = no limit.
         """
         t0 = time.perf_counter()
         decoded0 = self._native.n_decoded
@@ -177,8 +198,13 @@ class LlmSession:
 
         if callable(reason):  # e.g. "only when the label changed" in a live loop
             reason = bool(reason(label))
-        text, n_gen = self._generate_reasoning(best, pos) if reason else ("", 0)
-        kept = reasoning.filter_reasoning(text, cues)
+        late = reason and deadline is not None and not self._fits(deadline)
+        if late:  # no new measurement: let a load spike's estimate fade back to the baseline
+            self._token_s += 0.1 * (self._token_s_at_load - self._token_s)
+        text, n_gen = ("", 0)
+        if reason and not late:
+            text, n_gen, late = self._generate_reasoning(best, pos, deadline)
+        kept = "" if late else reasoning.filter_reasoning(text, cues)
         source: Literal["llm", "template"] = "llm" if kept else "template"
         why = kept if kept else reasoning.template_reasoning(label, cues)
         t3 = time.perf_counter()
@@ -196,6 +222,7 @@ class LlmSession:
                 "total_s": time.perf_counter() - t0,
                 "window_positions": float(pos - self.n_prefix),
                 "generated_tokens": float(n_gen),
+                "reasoning_skipped_for_deadline": float(late),
                 "positions_decoded": float(self._native.n_decoded - decoded0),
             },
         )
@@ -309,16 +336,28 @@ class LlmSession:
             raise UsageError(f"prior must be {len(LABELS)} finite numbers in LABELS order")
         return (self.options.prior_weight if weight is None else float(weight)) * p
 
-    def _generate_reasoning(self, label_index: int, pos: int) -> tuple[str, int]:
-        """Decode after "Emotion: <label>. Reasoning:" until a stop; returns (text, n tokens)."""
+    def _fits(self, deadline: float) -> bool:
+        """Whether a reasoning of the usual length is expected to finish by `deadline`."""
+        expected = (1 + self._reason_tokens_mean) * self._token_s
+        return time.perf_counter() + expected <= deadline
+
+    def _generate_reasoning(self, label_index: int, pos: int,
+                            deadline: float | None = None) -> tuple[str, int, bool]:
+        """Decode after "Emotion: <label>. Reasoning:" until a stop; returns (text, n tokens,
+        whether the deadline cut it short)."""
         nat, opt = self._native, self.options
+        t0 = time.perf_counter()
         feed = self.label_tokens[label_index] + self._reason_tokens
         nat.decode_tokens(feed, pos)
         pos += len(feed)
         out = b""
         n = sentences = 0
+        late = False
         for n in range(1, opt.max_reasoning_tokens + 1):
             if self._cancelled.is_set():
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                late = True
                 break
             tok = self._pick(nat.logits())
             if nat.is_eog(tok):
@@ -336,10 +375,14 @@ class LlmSession:
             if n < opt.max_reasoning_tokens:
                 nat.decode_tokens([tok], pos)
                 pos += 1
+        # One decode per token plus the feed: update the running estimates (EMA).
+        self._token_s += 0.2 * ((time.perf_counter() - t0) / (n + 1) - self._token_s)
+        if not late:
+            self._reason_tokens_mean += 0.2 * (n - self._reason_tokens_mean)
         text = out.decode("utf-8", "ignore")
         for stop in _STOP_TEXT:
             text = text.split(stop, 1)[0]
-        return text.strip(), n
+        return text.strip(), n, late
 
     def _pick(self, logits: np.ndarray) -> int:
         if self.options.temperature <= 0:
