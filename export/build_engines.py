@@ -1,15 +1,24 @@
-"""Train the cue encoders, fit the projector, export ONNX / INT8 / TensorRT, write the manifest.
+"""Train the cue encoders, align the projector, LoRA-tune the LLM, export ONNX / INT8 / TensorRT, write the manifest.
 
-    python -m export.build_engines                 # full run (about 20-30 min on 2 CPU cores)
-    python -m export.build_engines --quick --out /tmp/m   # small subset, a few minutes (tests)
+    python -m export.build_engines                 # full run (encoders 20-30 min, stage 2 ~15 min, stage 3 ~5 min on 2 CPU cores)
+    python -m export.build_engines --quick --out /tmp/m   # small subset, a few minutes (tests; default OUT .cache/quick/models)
     python -m export.build_engines --engines-only  # TensorRT engines from committed ONNX (Jetson)
 
-Stages: (1) encoders with classification heads, projector by label-anchor alignment;
-(2) projector through the frozen LLM: export/llm_align.py (run separately, ~15 min);
-(3) LoRA instruction tuning -> models/smollm2_lora.gguf (export/llm_lora.py; audio tokens).
+Stages, in this order, in one process:
+(1) encoder pre-training with classification heads (audio, body), projector fitted by
+    label-anchor alignment (export/llm_space.py); ONNX + INT8 export of encoder+projector;
+(2) projector alignment through the frozen LLM for the audio encoder (export/llm_align.py,
+    `align_projector`; --align-steps, default 40, 0 skips): re-exports the audio ONNX/INT8
+    with the aligned projector, recorded under manifest["models"]["audio"]["projector"];
+(3) LoRA instruction tuning on the stage-2 audio ONNX -> OUT/smollm2_lora.gguf
+    (export/llm_lora.py; --lora-steps), recorded under manifest["llm"]["lora"];
+then TensorRT engines where `tensorrt` is importable. --quick: 2 epochs per encoder, at most
+2 steps for stages 2 and 3 with tiny validation subsets; everything (calibration/ included)
+goes under OUT and CACHE, never the committed models/ or calibration/.
 
-Splits are fixed: RAVDESS actors 1-18 train, 19-20 validation (early stopping),
-21-24 test (reported only); Bandai motion held out by content/take (export/body_data.py).
+Splits are fixed: RAVDESS actors 1-18 train, 19-20 validation (early stopping, stage-2 and
+stage-3 checkpoints), 21-24 test (reported only); Bandai motion held out by content/take
+(export/body_data.py).
 """
 
 from __future__ import annotations
@@ -200,7 +209,7 @@ def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
             "top1_agreement": float(np.mean(p32.argmax(1) == p8.argmax(1))),
             "cpu_ms_fp32": onnx_export.time_onnx(fp32, x_t, runs=10 if a.quick else 50),
             "cpu_ms_int8": onnx_export.time_onnx(int8, x_t, runs=10 if a.quick else 50),
-            "timing_input_frames": int(len(x_t)),
+            "timing_input_frames": len(x_t),
         },
         "split": st.split, "metrics": st.metrics,
     }  # fmt: skip
@@ -208,6 +217,33 @@ def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
         entry["int8_vs_fp32"]["test_int8_4class"] = scores(st.test_y, p8, subset)
     torch.save({"encoder": st.model.state_dict(), "projector": proj.state_dict(), "config": st.model.cfg.to_dict()}, a.cache / f"{st.name}_encoder.pt")
     return entry
+
+
+# --- stage 2: projector through the frozen LLM ------------------------------------------
+
+
+def stage_align(a: argparse.Namespace, manifest: dict) -> None:
+    """Stage 2 on the audio encoder exported by stage 1 (export/llm_align.py): re-exports
+    OUT/audio_encoder(.int8).onnx and CACHE/audio_encoder.pt with the aligned projector and
+    replaces manifest["models"]["audio"] (stage-2 record under "projector")."""
+    if a.align_steps <= 0:
+        print("stage 2 (projector alignment): skipped (--align-steps 0)")
+        return
+    try:
+        import transformers  # noqa: F401
+    except ImportError as err:
+        print(f"stage 2 (projector alignment): skipped, {err.name} is not installed (pip install -e '.[export]')")
+        return
+    from export import llm_align
+
+    steps = min(a.align_steps, 2) if a.quick else a.align_steps
+    entry = llm_align.align_projector(
+        a.out, a.cache, a.data, steps=steps, seed=a.seed, threads=a.threads, n_val=8 if a.quick else 48,
+        calib=a.calib, quick=a.quick, manifest=manifest, train_copies=0 if a.quick else 2,
+    )  # fmt: skip
+    p = entry["projector"]
+    print(f"[align] {steps} steps: val 8-class macro-F1 {p['val_before']['8class']['macro_f1']:.3f} -> {p['val_after']['8class']['macro_f1']:.3f}")
+    manifest["models"]["audio"] = entry
 
 
 # --- stage 3: LoRA -----------------------------------------------------------------------
@@ -233,7 +269,12 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
         "--data", str(a.data), "--cache", str(a.cache), "--models", str(a.out), "--steps", str(steps),
         "--threads", str(a.threads), "--workers", str(a.workers), "--seed", str(a.seed), *quick,
     ])  # fmt: skip
-    entry = llm_lora.train(la)
+    entry = llm_lora.train(la)  # reads OUT/manifest.json -> the audio ONNX as stage 2 left it
+    onnx_path = a.out / manifest["models"]["audio"]["onnx"]
+    entry["audio_tokens_from"] = {
+        "onnx": onnx_path.name, "sha256": sha256(onnx_path),
+        "projector": manifest["models"]["audio"]["projector"]["method"].split(":")[0],
+    }  # fmt: skip
     print(f"[lora] val before {json.dumps(entry['val_before'])} after {json.dumps(entry['val_after'])}")
     manifest["llm"]["lora"] = entry
 
@@ -296,19 +337,29 @@ def _merge_write(a: argparse.Namespace, manifest: dict) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
-    ap.add_argument("--out", type=Path, default=ROOT / "models")
-    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="feature cache (gitignored)")
+    ap.add_argument("--out", type=Path, default=None, help="models folder (default models/, --quick: .cache/quick/models)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="feature + checkpoint cache, gitignored (default .cache/features, --quick: .cache/quick/features)")
     ap.add_argument("--calib", type=Path, default=None, help="calibration folder (default calibration/, --quick: OUT/calibration)")
     ap.add_argument("--quick", action="store_true", help="small subset, 2 epochs: checks the chain in minutes")
     ap.add_argument("--engines-only", action="store_true", help="only build TensorRT engines from OUT/*.onnx")
     ap.add_argument("--only", choices=("audio", "body"), default=None)
     ap.add_argument("--audio-epochs", type=int, default=12)
     ap.add_argument("--body-epochs", type=int, default=20)
+    ap.add_argument("--align-steps", type=int, default=40, help="stage-2 projector alignment steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--lora-steps", type=int, default=60, help="stage-3 LoRA steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny ops on a busy box thrash with more)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    # a --quick run never writes into the committed models/ or calibration/, nor over the
+    # full run's checkpoints in .cache/features (stage 2 run alone re-reads audio_encoder.pt)
+    if a.out is None:
+        a.out = ROOT / ".cache/quick/models" if a.quick else ROOT / "models"
+    if a.cache is None:
+        a.cache = ROOT / ".cache/quick/features" if a.quick else ROOT / ".cache/features"
+    if a.quick and a.out.resolve() == (ROOT / "models").resolve():
+        ap.error("--quick must not write into the committed models/ (pass another --out)")
     if a.calib is None:
         a.calib = a.out / "calibration" if a.quick else ROOT / "calibration"
     return a
@@ -345,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         manifest["models"][name] = entry
         _merge_write(a, manifest)
     if "audio" in stages:
-        stage_lora(a, manifest)
-        _merge_write(a, manifest)
+        from export.llm_align import shared_llm
+
+        with shared_llm():  # stages 2 and 3 read the GGUF into PyTorch once
+            stage_align(a, manifest)  # stage 2: re-exports the audio model with the aligned projector
+            _merge_write(a, manifest)  # stage 3 reads OUT/manifest.json
+            stage_lora(a, manifest)
+            _merge_write(a, manifest)
     build_engines(a.out, a.calib, manifest)
     path = _merge_write(a, manifest)
     print(f"wrote {path}")

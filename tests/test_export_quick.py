@@ -28,14 +28,19 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("gguf")
     out = tmp_path / "models"
+    # the committed artefacts a --quick run must never touch
+    committed = sorted((ROOT / "calibration").glob("*")) + sorted((ROOT / "models").glob("*"))
+    stamps = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in committed if p.is_file()}
     t0 = time.time()
     cmd = [sys.executable, "-m", "export.build_engines", "--quick", "--out", str(out), "--data", str(DATA),
            "--cache", str(tmp_path / "cache"), "--workers", "2"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=390)
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=390)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.time() - t0 < 240 + 120  # budget 4 min on 2 idle cores (+ slack for a busy CI box)
     # TensorRT: either engines were built or the skip is said plainly
     assert "TensorRT not available: skipped fp16/INT8 engine build" in proc.stdout or list(out.glob("*.engine"))
+
+    assert stamps == {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in stamps}, "quick run touched models/ or calibration/"
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quick"] is True and manifest["seed"] == 0
@@ -61,15 +66,31 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     with np.load(out / "calibration/audio_features.npz") as z:
         assert all(z[k].ndim == 2 and z[k].shape[1] == 67 for k in z.files)
 
-    # stage 3: a LoRA adapter GGUF in llama.cpp's layout, loaded by llama.cpp in the parity check
     import importlib.util
 
+    # stage 2: the audio projector was trained through the frozen LLM and the audio model re-exported
+    if importlib.util.find_spec("transformers"):
+        proj = manifest["models"]["audio"]["projector"]
+        assert proj["method"].startswith("stage 2: projector trained through frozen SmolLM2"), proj
+        assert "initialised from label-anchor alignment" in proj["method"]
+        assert proj["stage1"]["method"].startswith("label-anchor alignment")  # what stage 1 left, kept
+        assert 1 <= proj["steps"] <= 2 and len(proj["loss"]) == proj["steps"] and np.all(np.isfinite(proj["loss"]))
+        assert 1 <= proj["val_items"] <= 8 and proj["val_after"]["8class"]["n"] == proj["val_items"]
+        assert proj["val_after"]["8class"]["macro_f1"] >= proj["val_before"]["8class"]["macro_f1"]  # best kept
+        assert "[align] val before" in proc.stdout and "[align] val after" in proc.stdout
+        assert "audio_encoder.onnx" in manifest["files"]
+    else:
+        assert "stage 2 (projector alignment): skipped" in proc.stdout
+
+    # stage 3: a LoRA adapter GGUF in llama.cpp's layout, loaded by llama.cpp in the parity check
     if importlib.util.find_spec("peft") and importlib.util.find_spec("transformers"):
         assert "lora" in manifest["llm"], proc.stdout[-2000:]
         from gguf import GGUFReader
 
         lora = manifest["llm"]["lora"]
         assert "[lora] val before" in proc.stdout
+        if "[align] val after" in proc.stdout:  # stage 2 ran first: stage 3 reads the ONNX it re-exported
+            assert proc.stdout.index("[align] val after") < proc.stdout.index("[lora] val before")
         r = GGUFReader(str(out / lora["file"]))
         assert bytes(r.fields["general.type"].parts[-1]).decode() == "adapter"
         assert bytes(r.fields["adapter.type"].parts[-1]).decode() == "lora"
@@ -79,5 +100,8 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         assert lora["parity"]["max_abs_diff_lora"] < 1.0  # Q4_1 base in llama.cpp vs fp32 dequantised
         assert lora["parity"]["lora_change_llama_cpp"] > 0.0  # the adapter does change llama.cpp's output
         assert lora["parity"]["lora_change_torch"] > 0.0
+        # stage 3 trained on the audio ONNX that stage 2 exported (same bytes as shipped)
+        assert lora["audio_tokens_from"]["sha256"] == manifest["files"]["audio_encoder.onnx"]["sha256"]
+        assert lora["audio_tokens_from"]["projector"] == "stage 2"
     else:
         assert "stage 3 (LoRA): skipped" in proc.stdout
