@@ -105,8 +105,11 @@ def voice_cues(utts: list, cache: Path, seed: int = 0, workers: int = 1, progres
 
 
 def runtime_cue_lines(phrases: list[str]) -> list[str]:
-    """Cue lines as edge_app.answer._cue_lines passes them to the LLM."""
-    return [f"voice: {c}" for c in phrases]
+    """Voice cue lines as the runtime passes them to the LLM (edge_app.answer.llm_cue_lines,
+    with the default number of phrases per modality)."""
+    from edge_app.answer import AnswerOptions, llm_cue_lines
+
+    return llm_cue_lines([], phrases, AnswerOptions.max_cues_per_modality)
 
 
 def item_lines(item: dict) -> list[str]:
