@@ -222,17 +222,25 @@ def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
 # --- stage 2: projector through the frozen LLM ------------------------------------------
 
 
+def _llm_stage_ready(stage: str, steps: int, flag: str, modules: tuple[str, ...]) -> bool:
+    """False (and says why) when an LLM stage is switched off or its packages are missing."""
+    if steps <= 0:
+        print(f"{stage}: skipped ({flag} 0)")
+        return False
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"{stage}: skipped, {missing[0]} is not installed (pip install -e '.[export]')")
+        return False
+    return True
+
+
 def stage_align(a: argparse.Namespace, manifest: dict) -> None:
     """Stage 2 on the audio encoder exported by stage 1 (export/llm_align.py): re-exports
     OUT/audio_encoder(.int8).onnx and CACHE/audio_encoder.pt with the aligned projector and
     replaces manifest["models"]["audio"] (stage-2 record under "projector")."""
-    if a.align_steps <= 0:
-        print("stage 2 (projector alignment): skipped (--align-steps 0)")
-        return
-    try:
-        import transformers  # noqa: F401
-    except ImportError as err:
-        print(f"stage 2 (projector alignment): skipped, {err.name} is not installed (pip install -e '.[export]')")
+    if not _llm_stage_ready("stage 2 (projector alignment)", a.align_steps, "--align-steps", ("transformers",)):
         return
     from export import llm_align
 
@@ -252,14 +260,7 @@ def stage_align(a: argparse.Namespace, manifest: dict) -> None:
 def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
     """LoRA instruction tuning of SmolLM2 on the audio encoder's tokens (export/llm_lora.py)
     -> OUT/smollm2_lora.gguf, recorded under manifest["llm"]["lora"]."""
-    if a.lora_steps <= 0:
-        print("stage 3 (LoRA): skipped (--lora-steps 0)")
-        return
-    try:
-        import peft  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as err:
-        print(f"stage 3 (LoRA): skipped, {err.name} is not installed (pip install -e '.[export]')")
+    if not _llm_stage_ready("stage 3 (LoRA)", a.lora_steps, "--lora-steps", ("peft", "transformers")):
         return
     from export import llm_lora
 
