@@ -290,3 +290,25 @@ def test_reasoning_deadline_falls_back_to_the_template(session):
         del session._fits
     assert cut.timings["reasoning_skipped_for_deadline"] == 1.0 and cut.reasoning_source == "template"
     assert cut.reasoning == missed.reasoning  # the template depends only on cues and label
+
+
+def test_repeated_ngram_tokens():
+    from edge_app.llm.session import repeated_ngram_tokens
+
+    history = [5, 6, 7, 9, 5, 6]
+    assert repeated_ngram_tokens(history, 3) == [7]  # "5 6" was followed by 7 before
+    assert repeated_ngram_tokens(history, 0) == [] and repeated_ngram_tokens([5], 3) == []
+    assert repeated_ngram_tokens([1, 1, 1], 2) == [1, 1]
+
+
+def test_reasoning_filter_drops_repeated_clauses():
+    from edge_app.llm.reasoning import drop_repeated_clauses
+
+    looped = ("The head is down and gesturing has raised pitch variability, strong loudness "
+              "variation, and strong loudNESS variation.")
+    assert drop_repeated_clauses(looped) == (
+        "The head is down and gesturing has raised pitch variability, and strong loudness variation.")
+    assert drop_repeated_clauses("The voice is loud, fast, and tense.") == "The voice is loud, fast, and tense."
+    kept = filter_reasoning(looped, ["body: head down", "body: gesturing", "voice: raised pitch variability",
+                                     "voice: strong loudness variation"])
+    assert kept.count("loudness") == 1

@@ -52,6 +52,8 @@ class LlmOptions:
         max_reasoning_tokens: cap on generated reasoning tokens per window.
         max_reasoning_sentences: generation stops after this many complete sentences
             (the prompt asks for one; a small model otherwise keeps going to the cap).
+        no_repeat_ngram: reasoning never repeats an n-gram of this many tokens (3 stops a
+            small model from listing the same cue twice); 0 turns it off.
         temperature: 0 means greedy decoding of the reasoning (deterministic);
             above 0 samples with `seed`. The label is always a scored choice.
         seed: random seed for temperature > 0.
@@ -82,6 +84,7 @@ class LlmOptions:
     n_threads_decode: int | None = 1
     max_reasoning_tokens: int = 48
     max_reasoning_sentences: int = 1
+    no_repeat_ngram: int = 3
     temperature: float = 0.0
     seed: int = 0
     embed_scale: float | Literal["auto"] = "auto"

@@ -93,13 +93,36 @@ def invented_cue_words(text: str, cues: Sequence[str]) -> set[str]:
 
 
 def filter_reasoning(text: str, cues: Sequence[str]) -> str:
-    """Sentences of `text` that name a given cue and no invented one ('' if none)."""
+    """Sentences of `text` that name a given cue and no invented one ('' if none),
+    each without clauses it already said."""
     kept = [
-        s.strip()
+        drop_repeated_clauses(s.strip())
         for s in _SENTENCE.split(text.strip())
         if s.strip() and mentioned_cues(s, cues) and not invented_cue_words(s, cues)
     ]
     return " ".join(kept)
+
+
+_CLAUSE = re.compile(r",\s*")
+
+
+def drop_repeated_clauses(sentence: str) -> str:
+    """Drop comma-separated clauses that repeat an earlier one (case and a leading
+    'and' ignored): a small model restating cues loops, sometimes changing only the case
+    ("strong loudness variation, and strong loudNESS variation")."""
+    end = sentence[-1] if sentence[-1:] in ".!?" else ""
+    body = sentence[:-1] if end else sentence
+    seen: set[str] = set()
+    kept: list[str] = []
+    for clause in _CLAUSE.split(body):
+        key = " ".join(re.sub(r"^and\s+", "", clause.strip().lower()).split())
+        if key and key in seen:
+            continue
+        seen.add(key)
+        kept.append(clause)
+    if len(kept) >= 2 and not kept[-1].lstrip().lower().startswith("and ") and len(kept) < len(_CLAUSE.split(body)):
+        kept[-1] = "and " + kept[-1].lstrip()
+    return ", ".join(kept) + end
 
 
 def _join(items: Sequence[str]) -> str:

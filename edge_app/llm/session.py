@@ -353,13 +353,19 @@ class LlmSession:
         out = b""
         n = sentences = 0
         late = False
+        history: list[int] = []
         for n in range(1, opt.max_reasoning_tokens + 1):
             if self._cancelled.is_set():
                 break
             if deadline is not None and time.perf_counter() > deadline:
                 late = True
                 break
-            tok = self._pick(nat.logits())
+            logits = nat.logits()
+            banned = repeated_ngram_tokens(history, opt.no_repeat_ngram)
+            if banned:
+                logits[banned] = -np.inf
+            tok = self._pick(logits)
+            history.append(tok)
             if nat.is_eog(tok):
                 break
             piece = nat.piece(tok)
@@ -389,6 +395,19 @@ class LlmSession:
             return int(np.argmax(logits))
         p = _softmax(logits.astype(np.float64) / self.options.temperature)
         return int(self._rng.choice(len(p), p=p))
+
+
+def repeated_ngram_tokens(history: Sequence[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram already in `history` (n <= 1: none).
+
+    A small model restating cues loops ("strong loudness variation, and strong loudness
+    variation"); banning repeated trigrams is the usual cure and costs nothing.
+    """
+    if n <= 1 or len(history) < n - 1:
+        return []
+    prefix = tuple(history[len(history) - n + 1:])
+    return [history[i + n - 1] for i in range(len(history) - n + 1)
+            if tuple(history[i:i + n - 1]) == prefix]
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
