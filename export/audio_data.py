@@ -87,26 +87,36 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)
 
 
-def deidentified_features(x: np.ndarray, seed: int) -> np.ndarray:
-    """Anonymise with random per-utterance parameters, then compute the shared features."""
+def deidentify(x: np.ndarray, seed: int):
+    """The project's voice de-identifier, one session with random parameters from `seed`."""
     from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
     from edge_app.records import AudioChunk
 
-    deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed)).process(AudioChunk(0.0, x, SR))
-    return audio_features(deid.samples)
+    return VoiceDeidentifier(VoiceDeidOptions(seed=seed)).process(AudioChunk(0.0, x, SR))
 
 
-def _job(args: tuple[str, str, int, bool]) -> str:
+def deidentified_features(x: np.ndarray, seed: int) -> np.ndarray:
+    """Anonymise with random per-utterance parameters, then compute the shared features."""
+    return audio_features(deidentify(x, seed).samples)
+
+
+def read_clip(path: str) -> np.ndarray:
+    """A RAVDESS file as mono float32 at SR."""
     import soundfile as sf
 
-    src, dst, seed, aug = args
-    if os.path.exists(dst):
-        return dst
-    x, sr = sf.read(src, dtype="float32")
+    x, sr = sf.read(path, dtype="float32")
     if x.ndim > 1:
         x = x.mean(axis=1)
     if sr != SR:
         x = resample_poly(x, SR, sr).astype(np.float32)
+    return x
+
+
+def _job(args: tuple[str, str, int, bool]) -> str:
+    src, dst, seed, aug = args
+    if os.path.exists(dst):
+        return dst
+    x = read_clip(src)
     rng = np.random.default_rng(seed)
     if aug:
         x = augment(x, rng)

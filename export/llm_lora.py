@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.records import LABELS
+from export import audio_data
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER_NAME = "smollm2_lora.gguf"
@@ -63,22 +64,11 @@ ADAPTER_NAME = "smollm2_lora.gguf"
 
 def _cue_job(args: tuple[str, str, int]) -> tuple[str, list[str]]:
     """describe_voice() phrases of one clip, de-identified as audio_data._job does for copy 0."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
     from edge_app.cues import extract_cues
-    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
-    from edge_app.encoders.features import SR
-    from edge_app.records import AudioChunk
 
     path, stem, seed = args
-    x, sr = sf.read(path, dtype="float32")
-    if x.ndim > 1:
-        x = x.mean(axis=1)
-    if sr != SR:
-        x = resample_poly(x, SR, sr).astype(np.float32)
     rng = np.random.default_rng(seed)
-    deid = VoiceDeidentifier(VoiceDeidOptions(seed=int(rng.integers(2**31)))).process(AudioChunk(0.0, x, SR))
+    deid = audio_data.deidentify(audio_data.read_clip(path), seed=int(rng.integers(2**31)))
     return stem, extract_cues(0.0, deid.duration, None, deid).describe_voice()
 
 
@@ -208,7 +198,6 @@ def load_items(utts: list, cache: Path, onnx_path: Path, split: str, seed: int =
     """Copy-0 clips of one split: projected tokens (the runtime ONNX model), label, measured cues."""
     import onnxruntime as ort
 
-    from export import audio_data
 
     sel = [u for u in utts if audio_data.split_of(u.actor) == split and audio_data.feature_path(cache, u, 0).exists()]
     cues = voice_cues(sel, cache, seed=seed, workers=workers)
@@ -449,7 +438,6 @@ def train(a: argparse.Namespace) -> dict:
     import torch
     from tqdm import tqdm
 
-    from export import audio_data
     from export.llm_align import load_llm
 
     torch.manual_seed(a.seed)
