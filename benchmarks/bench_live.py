@@ -40,7 +40,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's glog lines: errors
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from edge_app.config import build_config  # noqa: E402
+from edge_app.config import load_config  # noqa: E402
 from edge_app.answer import live_answer_hook
 from edge_app.live import LiveOptions, LiveSession  # noqa: E402
 
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def overrides(pairs: list[str]) -> dict:
-    """--set a.b.c=VALUE pairs -> a nested dict for build_config (VALUE parsed as TOML)."""
+    """--set a.b.c=VALUE pairs -> {"a.b.c": value} for load_config (VALUE parsed as TOML)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -83,21 +83,8 @@ def overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             sys.exit(f"bench_live: --set wants SECTION.KEY=VALUE, got {pair!r}")
-        *path, leaf = key.strip().split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = tomllib.loads(f"v = {value.strip()}")["v"]
+        out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
     return out
-
-
-def merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def rss_mb() -> float:
@@ -152,11 +139,12 @@ def run(args: argparse.Namespace) -> dict:
     minutes = 1.0 if args.quick else args.minutes
     with tempfile.TemporaryDirectory(prefix="bench_live_") as folder:
         clip, speech = make_inputs(args, folder)
-        settings = {"live": {
-            "camera": clip, "mic": speech, "window_s": args.window, "hop_s": args.hop,
-            "duration_s": minutes * 60.0, "loop_files": True, "status_every_s": 60.0,
-        }, "answer": {"llm": {"n_threads": args.llm_threads}} if args.llm_threads else {}}
-        config = build_config(merge(settings, overrides(args.set)))
+        settings = {
+            "live.camera": clip, "live.mic": speech, "live.window_s": args.window,
+            "live.hop_s": args.hop, "live.duration_s": minutes * 60.0, "live.loop_files": True,
+            "live.status_every_s": 60.0, "answer.llm.n_threads": args.llm_threads or None,  # None: skipped
+        }
+        config = load_config(None, {**settings, **overrides(args.set)})
         sink = Collect()
         session = LiveSession(config, [sink], answer=live_answer_hook(config))
         samples: list[tuple[float, float]] = []

@@ -79,15 +79,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file at `path`, then `overrides` ("section.key": value)."""
+    """Defaults, then the TOML file at `path`, then `overrides` ("section.key": value,
+    or deeper, e.g. "answer.llm.n_threads"; None values are skipped)."""
     table: dict[str, dict[str, Any]] = {}
     if path:
         table = _read_toml(path)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        section, key = dotted.split(".", 1)
-        target = table.setdefault(section, {})
+        *tables, key = dotted.split(".")
+        target = table
+        for name in tables:
+            target = target.setdefault(name, {})
         if isinstance(value, dict):  # a nested table, e.g. answer.llm
             target.setdefault(key, {}).update(value)
         else:

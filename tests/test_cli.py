@@ -186,3 +186,12 @@ def test_unknown_flag_is_usage_error():
     proc = run("file", "x.mp4", "--no-such-flag")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_config_overrides_reach_nested_tables():
+    from edge_app.config import load_config
+
+    config = load_config(None, {"answer.llm.n_threads": 1, "answer.llm": {"model_path": "m.gguf"},
+                                "live.capture_nice": 0, "voice.seed": None})
+    assert config.answer.llm.n_threads == 1 and config.answer.llm.model_path == "m.gguf"
+    assert config.live.capture_nice == 0 and config.voice.seed is None
