@@ -45,18 +45,14 @@ def session(gguf_path):
 
 
 @pytest.fixture(scope="module")
-def token_embd(gguf_path):
-    """Dequantizer for rows of the model's own token-embedding matrix, read with `gguf`."""
-    gguf = pytest.importorskip("gguf", reason="the gguf package is not installed")
-    reader = gguf.GGUFReader(str(gguf_path))
-    tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+def token_embd(gguf_path, session):
+    """Rows of the model's own token-embedding matrix, read with `gguf` (the runtime's reader)."""
+    pytest.importorskip("gguf", reason="the gguf package is not installed")
+    from edge_app.llm.embedding_table import TokenEmbeddings
 
-    def rows(ids: list[int]) -> np.ndarray:
-        return gguf.quants.dequantize(np.asarray(tensor.data[ids]), tensor.tensor_type).astype(
-            np.float32
-        )
-
-    return rows
+    table = TokenEmbeddings.load(gguf_path, session.n_embd)
+    assert table is not None
+    return table.rows
 
 
 def _random_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
