@@ -13,7 +13,7 @@ Raw and injection runs alternate and the median of --repeats is reported, since 
 machine may be shared. Writes <out>/llm.json and <out>/llm.md.
 
     python benchmarks/bench_llm.py                 # bundled SmolLM2-135M-Instruct Q4_1
-    python benchmarks/bench_llm.py --threads 2 --windows 20   # one thread count only
+    python benchmarks/bench_llm.py --threads 2/1 --windows 20   # batches on 2 threads, generation on 1
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument(
         "--threads",
-        default="all,1",
-        help="comma list of CPU thread counts to run, 'all' = every usable core (default 'all,1')",
+        default="all,all/1,1",
+        help=(
+            "comma list of thread settings to run, each N (batches and token-by-token "
+            "generation on N threads) or N/M (batches on N, generation on M); 'all' = every "
+            "usable core (default 'all,all/1,1')"
+        ),
     )
     ap.add_argument(
         "--positions", type=int, default=128, help="positions per prompt-eval run (default 128)"
@@ -199,22 +203,26 @@ def window_latency(session: LlmSession, args: argparse.Namespace) -> dict[str, f
     }
 
 
-def thread_counts(spec: str) -> list[int]:
+def thread_counts(spec: str) -> list[tuple[int, int]]:
+    """'all,all/1,1' -> [(2, 2), (2, 1), (1, 1)] on 2 cores: (batch, generation) threads."""
     all_cores = LlmOptions().resolved_threads()
-    counts = [
-        all_cores if part.strip() == "all" else int(part)
-        for part in spec.split(",")
-        if part.strip()
-    ]
-    return list(dict.fromkeys(counts))  # keep order, drop duplicates
+
+    def count(part: str) -> int:
+        return all_cores if part.strip() == "all" else int(part)
+
+    pairs = []
+    for item in filter(str.strip, spec.split(",")):
+        batch, _, decode = item.partition("/")
+        pairs.append((count(batch), count(decode or batch)))
+    return list(dict.fromkeys(pairs))  # keep order, drop duplicates
 
 
 THROUGHPUT_HEAD = (
-    "threads", "clock", "prompt tok/s raw", "prompt tok/s injected", "ratio",
+    "threads (batch/gen)", "clock", "prompt tok/s raw", "prompt tok/s injected", "ratio",
     "generation tok/s raw", "generation tok/s injected", "ratio",
 )  # fmt: skip
 WINDOW_HEAD = (
-    "threads", "windows", "median s", "p90 s", "max s", "CPU s (median)", "window eval s",
+    "threads (batch/gen)", "windows", "median s", "p90 s", "max s", "CPU s (median)", "window eval s",
     "label s", "reasoning s", "positions", "generated tokens", "LLM reasoning kept",
 )  # fmt: skip
 
@@ -287,7 +295,10 @@ def main() -> None:
     args = parse_args()
     counts = thread_counts(args.threads)
     opts = LlmOptions(
-        model_path=args.model, n_threads=counts[0], max_reasoning_tokens=args.reasoning_tokens
+        model_path=args.model,
+        n_threads=counts[0][0],
+        n_threads_decode=counts[0][1],
+        max_reasoning_tokens=args.reasoning_tokens,
     )
     load_avg = round(os.getloadavg()[0], 2)
     t = time.perf_counter()
@@ -295,11 +306,11 @@ def main() -> None:
     load_s = time.perf_counter() - t
     try:
         runs = []
-        for n in counts:
-            session.set_threads(n)
+        for n, n_decode in counts:
+            session.set_threads(n, n_decode)
             runs.append(
                 {
-                    "threads": n,
+                    "threads": f"{n}/{n_decode}",
                     "throughput": throughput(session, args),
                     "window": window_latency(session, args),
                 }

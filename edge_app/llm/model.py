@@ -46,9 +46,9 @@ class LlmOptions:
         n_threads: CPU threads for batch evaluation (prefix, window); None uses every
             core this process may run on.
         n_threads_decode: CPU threads for one-token-at-a-time generation; None = as
-            n_threads. Default 1: on a 2-core CPU a 135M model generated 42.5 tok/s on
-            one thread and 26 tok/s on two (per-token thread sync costs more than it
-            saves; benchmarks/bench_llm.py).
+            n_threads. Default 1: on a 2-core CPU a 135M model generated 45 tok/s on
+            one thread and 19 tok/s on two (per-token thread sync costs more than it
+            saves; benchmarks/bench_llm.py --threads all,all/1,1).
         max_reasoning_tokens: cap on generated reasoning tokens per window.
         max_reasoning_sentences: generation stops after this many complete sentences
             (the prompt asks for one; a small model otherwise keeps going to the cap).

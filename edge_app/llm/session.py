@@ -235,9 +235,12 @@ class LlmSession:
         """
         self._cancelled.set()
 
-    def set_threads(self, n_threads: int) -> None:
-        """Change the CPU threads used from the next window on (no reload)."""
+    def set_threads(self, n_threads: int, n_threads_decode: int | None = None) -> None:
+        """Change the CPU threads used from the next window on (no reload); generation
+        threads change too when `n_threads_decode` is given."""
         self.options.n_threads = n_threads
+        if n_threads_decode is not None:
+            self.options.n_threads_decode = n_threads_decode
         self._native.set_threads(self.options.resolved_threads(),
                                  self.options.resolved_decode_threads())
 
