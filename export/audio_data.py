@@ -9,12 +9,17 @@ Raw audio is only read here; what is cached (and what calibration/ keeps) are fe
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import csv
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt

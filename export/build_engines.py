@@ -23,6 +23,12 @@ stage-3 checkpoints), 21-24 test (reported only); Bandai motion held out by cont
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import datetime as dt
 import hashlib
@@ -31,7 +37,6 @@ import os
 import platform
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -127,7 +132,9 @@ def stage_audio(a: argparse.Namespace) -> Stage:
 def stage_body(a: argparse.Namespace) -> Stage:
     clips, styles = body_data.load_clips(a.data, a.cache, ("bow", "guide", "bye") if a.quick else None)
     per = 3 if a.quick else 24
-    tx, ty, ts, _ = body_data.make_set(clips, "train", per, a.seed, augment=True, emotion_only=False)
+    # every train take also as its left-right mirror image (body_data.mirrored)
+    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split == "train"]
+    tx, ty, ts, _ = body_data.make_set(train_clips, "train", per, a.seed, augment=True, emotion_only=False)
     vx, vy, _, _ = body_data.make_set(clips, "val", 4 if a.quick else 16, a.seed + 1, augment=False, emotion_only=True)
     ex, ey, _, eid = body_data.make_set(clips, "test", 4 if a.quick else 16, a.seed + 2, augment=False, emotion_only=True)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
@@ -147,7 +154,7 @@ def stage_body(a: argparse.Namespace) -> Stage:
     split = {
         "dataset": "Bandai-Namco motion dataset 1 -> FK -> MediaPipe-33 -> random virtual cameras",
         "test_contents": list(body_data.TEST_CONTENTS), "test_takes": [list(t) for t in body_data.TEST_TAKES],
-        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes (+ non-emotion styles as auxiliary)",
+        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes (+ non-emotion styles as auxiliary), each also mirrored left-right",
         "window_s": body_data.WINDOW_S, "n_train_windows": len(tx), "n_val_windows": len(vx), "n_test_windows": len(ex),
         "aux_styles": styles,
     }  # fmt: skip

@@ -20,11 +20,16 @@ baseline, with DEEMO's GPT-judged 6.20 / 7.66 printed as a reference only.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix

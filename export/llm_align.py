@@ -20,13 +20,18 @@ CACHE/audio_encoder.pt and the cached features; a --quick OUT keeps its own cali
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import contextlib
 import copy
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

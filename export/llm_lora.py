@@ -39,6 +39,12 @@ log-probs with PyTorch on a few validation items.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import copy
 import json
@@ -48,7 +54,6 @@ import re
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 

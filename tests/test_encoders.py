@@ -142,3 +142,17 @@ def test_manifest_hashes_match_files() -> None:
     for entry in manifest["models"].values():
         assert entry["parity"]["tokens_max_abs_diff"] < 1e-4
         assert entry["opset"] >= 17
+
+
+def test_mirrored_take_swaps_sides_and_keeps_labels() -> None:
+    from export.body_data import Clip, mirrored
+
+    rng = np.random.default_rng(1)
+    clip = Clip("x.bvh", "happy", 1, "walk", "001", rng.standard_normal((12, 33, 3)).astype(np.float32))
+    m = mirrored(clip)
+    assert (m.style, m.emotion, m.content, m.take, m.split) == (clip.style, clip.emotion, clip.content, clip.take, clip.split)
+    assert m.mirrored and not clip.mirrored
+    # the mirror actor's left wrist (15) is where the right wrist (16) was, across the x = 0 plane
+    assert np.allclose(m.points[:, 15], clip.points[:, 16] * np.array([-1.0, 1.0, 1.0]))
+    assert np.allclose(m.points[:, 0, 1:], clip.points[:, 0, 1:])  # nose: height and depth unchanged
+    assert np.allclose(mirrored(m).points, clip.points)  # an involution

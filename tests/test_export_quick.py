@@ -1,4 +1,5 @@
-"""`python -m export.build_engines --quick`: the whole training/export chain on a tiny subset."""
+"""`python export/build_engines.py --quick` (the documented command, run as a script, not with -m):
+the whole training/export chain on a tiny subset."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     committed = sorted((ROOT / "calibration").glob("*")) + sorted((ROOT / "models").glob("*"))
     stamps = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in committed if p.is_file()}
     t0 = time.time()
-    cmd = [sys.executable, "-m", "export.build_engines", "--quick", "--out", str(out), "--data", str(DATA),
+    cmd = [sys.executable, "export/build_engines.py", "--quick", "--out", str(out), "--data", str(DATA),
            "--cache", str(tmp_path / "cache"), "--workers", "2"]  # fmt: skip
     proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=390)
     assert proc.returncode == 0, proc.stderr[-3000:]
