@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def mirrored(clip: Clip) -> Clip:
     clip accuracy from 0.46 to 0.61 (7 contents, 28 clips)."""
     pts = clip.points[:, _MIRROR].copy()
     pts[..., 0] *= -1.0
-    return Clip(clip.file, clip.style, clip.emotion, clip.content, clip.take, pts, mirrored=True)
+    return replace(clip, points=pts, mirrored=True)
 
 
 def front_yaw_deg(pts: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """Train the cue encoders, align the projector, LoRA-tune the LLM, export ONNX / INT8 / TensorRT, write the manifest.
 
-    python -m export.build_engines                 # full run (encoders 20-30 min, stage 2 ~15 min, stage 3 ~5 min on 2 CPU cores)
+    python -m export.build_engines                 # full run (12 min on 2 CPU cores with the feature cache warm)
     python -m export.build_engines --quick --out /tmp/m   # small subset, a few minutes (tests; default OUT .cache/quick/models)
     python -m export.build_engines --engines-only  # TensorRT engines from committed ONNX (Jetson)
 
