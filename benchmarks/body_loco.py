@@ -1,0 +1,86 @@
+"""Leave-one-content-out validation of the body encoder's training recipe (no test data).
+
+Each content of the training split that has all four emotions (bow, byebye, dash, guide,
+walk take 001, walk-back, walk-right) is held out in turn; the encoder is trained on the
+others exactly as export/build_engines.py trains it (20 epochs, fixed schedule) and scored
+on 16 random-camera windows per held-out clip. The test contents are never loaded.
+This is how left-right mirroring (body_data.mirrored) was chosen.
+
+    python benchmarks/body_loco.py                  # both variants, ~8 min on one core
+    python benchmarks/body_loco.py --variants mirror
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from edge_app.encoders.features import BODY_DIM  # noqa: E402
+from export import body_data  # noqa: E402
+from export.models import EncoderConfig  # noqa: E402
+from export.train import predict, scores, train_encoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fold(clips: list, styles: list[str], held_out: str, mirror: bool) -> dict:
+    train = [c for c in clips if c.content != held_out]
+    if mirror:
+        train += [body_data.mirrored(c) for c in train]
+    held = [c for c in clips if c.content == held_out]
+    tx, ty, ts = [], [], []
+    rng = np.random.default_rng(0)
+    for c in train:
+        for w in body_data.windows(c, 24, rng, augment=True):
+            tx.append(w), ty.append(c.emotion), ts.append(styles.index(c.style))
+    ex, ey, eid = [], [], []
+    rng = np.random.default_rng(2)
+    for i, c in enumerate(c for c in held if c.emotion >= 0):
+        for w in body_data.windows(c, 16, rng, augment=False):
+            ex.append(w), ey.append(c.emotion), eid.append(i)
+    ey, eid = np.array(ey), np.array(eid)
+    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
+    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=20, batch=32, lr=3e-3, seed=0,
+                             aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
+    p = predict(model, ex)
+    clip_p = np.stack([p[eid == i].mean(0) for i in np.unique(eid)])
+    clip_y = np.array([ey[eid == i][0] for i in np.unique(eid)])
+    return {"content": held_out, "windows": scores(ey, p), "clips": scores(clip_y, clip_p)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=body_data.default_data())
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="3D joint cache")
+    ap.add_argument("--variants", default="base,mirror", help="comma list of base, mirror (default both)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/body_loco.json")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    clips, styles = body_data.load_clips(a.data, a.cache)
+    clips = [c for c in clips if c.split != "test"]  # never touch the test contents
+    emotions: dict[str, set[int]] = {}
+    for c in clips:
+        if c.emotion >= 0:
+            emotions.setdefault(c.content, set()).add(c.emotion)
+    contents = sorted(k for k, e in emotions.items() if len(e) == 4)  # held-out clips of every emotion
+    result = {}
+    for v in a.variants.split(","):
+        folds = [fold(clips, styles, k, mirror=(v == "mirror")) for k in contents]
+        result[v] = {
+            "folds": folds,
+            "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in folds])), 3),
+            "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in folds])), 3),
+        }
+        print(f"{v}: window acc {result[v]['mean_window_acc']}, clip acc {result[v]['mean_clip_acc']} ({len(folds)} contents)")
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
