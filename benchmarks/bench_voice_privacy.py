@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
+from edge_app.deid.voice import PITCH_METHODS, VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
 from edge_app.eval.emotion_probe import prosody_features, session_normalise  # noqa: E402
 from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores  # noqa: E402
 
@@ -69,6 +69,7 @@ METHODS: dict[str, dict] = {
     "mcadams_a0.8": {"method": "mcadams", "mcadams_alpha": 0.8},
     "mcadams_rand": {"method": "mcadams"},
     "default": {},
+    "pitch_vtl": {"method": "pitch+vtl"},
     "pitch_s0.5": {"method": "mcadams+pitch", "pitch_norm_strength": 0.5},
     "pitch_only": {"method": "mcadams+pitch", "mcadams_alpha": 1.0},
     "pitch_ff0": {"method": "mcadams+pitch", "formant_follow": 0.0},
@@ -87,7 +88,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_data = os.environ.get("DEEMO_DATA", str(ROOT.parent / "shared" / "data"))
     p.add_argument("--data", default=default_data, help="folder holding ravdess_speech/ (default: $DEEMO_DATA or ../shared/data)")
-    p.add_argument("--methods", default="mcadams_a0.8,mcadams_rand,default",
+    p.add_argument("--methods", default="mcadams_a0.8,mcadams_rand,default,pitch_vtl",
                    help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small subset: 24 clips per privacy actor, 16 per other actor")
     p.add_argument("--no-emotion", action="store_true", help="skip the emotion-retention part (privacy and RTF only)")
@@ -107,7 +108,7 @@ def parse_args() -> argparse.Namespace:
                         "in a random order, through one session per side, as in live use where one session "
                         "covers one speaker and the running F0 estimate carries over; utterance: every clip is "
                         "its own anonymisation session (random alpha, fresh F0 estimate) (default: %(default)s)")
-    p.add_argument("--emotion-methods", default="mcadams_rand,default",
+    p.add_argument("--emotion-methods", default="mcadams_rand,default,pitch_vtl",
                    help="methods that also get the emotion-retention run (default: %(default)s)")
     return p.parse_args()
 
@@ -230,7 +231,7 @@ def code_hash() -> str:
 
     h = hashlib.sha1()
     for rel in ("edge_app/deid/voice.py", "edge_app/deid/mcadams.py", "edge_app/deid/pitch.py",
-                "edge_app/deid/stream.py"):
+                "edge_app/deid/stream.py", "edge_app/deid/spectrum.py"):
         text = (ROOT / rel).read_text()
         # the option defaults are not code: the resolved options are part of the cache key
         text = re.sub(r"class VoiceDeidOptions:.*?\n    def validate", "", text, flags=re.DOTALL)
@@ -479,6 +480,22 @@ def _plot(path: Path, res: dict, curves: dict) -> None:
 # --- main -----------------------------------------------------------------------
 
 
+def describe(opts: VoiceDeidOptions) -> str:
+    """The options that decide a row's audio, as one short line."""
+    parts = [f"method={opts.method}"]
+    if opts.method != "pitch+vtl":
+        parts.append(f"alpha={opts.mcadams_alpha or 'random'}")
+    if opts.method in PITCH_METHODS:
+        parts += [f"target_f0={opts.target_f0_hz:g}", f"strength={opts.pitch_norm_strength:g}",
+                  f"formant_follow={opts.formant_follow:g}"]
+    lo, hi = opts.vtl_range
+    if (lo, hi) != (1.0, 1.0):
+        parts.append(f"formant_scale={lo:g}-{hi:g}")
+    if opts.ltas_strength:
+        parts.append(f"ltas_eq={opts.ltas_strength:g}")
+    return ", ".join(parts)
+
+
 def main() -> None:
     args = parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -561,11 +578,7 @@ def main() -> None:
             curves[f"{row} semi"] = det_curve(s_s, t_s)
         cpu = sum(r["cpu"] for r in test.values())
         dur = sum(r["dur"] for r in test.values())
-        opts = VoiceDeidOptions(**METHODS[m])
-        r = {"options": f"method={opts.method}, alpha={opts.mcadams_alpha or 'random'}"
-                        + (f", target_f0={opts.target_f0_hz:g}, strength={opts.pitch_norm_strength:g}, "
-                           f"formant_follow={opts.formant_follow:g}" if opts.method != "mcadams" else ""),
-             "name": m, "sessions": sessions, "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
+        r = {"options": describe(VoiceDeidOptions(**METHODS[m])), "name": m, "sessions": sessions, "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
         if prev:
             r["privacy_reused"] = True
         if with_emo:

@@ -103,8 +103,10 @@ def _add_file_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face-backend", choices=("auto", "mediapipe", "centerface", "both"),
                    default=None, help="face detector(s) [config video.face_backend: auto]")
     p.add_argument("--voice", dest="voice_method", default=None, metavar="METHOD",
-                   help="voice anonymisation: mcadams+pitch (pitch normalisation + random "
-                   "McAdams) or mcadams [config voice.method: mcadams+pitch]")
+                   help="voice anonymisation: mcadams+pitch (pitch normalisation + random McAdams), "
+                   "pitch+vtl (pitch normalisation, random vocal-tract length, spectrum equalisation: "
+                   "keeps more emotion, weaker privacy) or mcadams (VoicePrivacy B2) "
+                   "[config voice.method: mcadams+pitch]")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for the per-session random voice parameters (reproducible runs) "
                    "[config voice.seed: random]")

@@ -72,7 +72,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "video.mask": ("solid", "pixelate", "blur"),
     "video.face_backend": ("auto", "mediapipe", "centerface", "both"),
-    "voice.method": ("mcadams", "mcadams+pitch"),
+    "voice.method": ("mcadams+pitch", "pitch+vtl", "mcadams"),
     "answer.reasoning": REASONING_POLICIES,
     "live.reasoning": REASONING_POLICIES,
 }
@@ -141,9 +141,12 @@ def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
         else:
             kwargs[key] = _coerce(dotted, hints[key], value)
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as err:
+        built = cls(**kwargs)
+        if hasattr(built, "validate"):  # range checks at start, not when the first input arrives
+            built.validate()
+    except (ValueError, TypeError, UsageError) as err:
         raise UsageError(f"config: [{section}] {err}") from None
+    return built
 
 
 def _coerce(dotted: str, hint: Any, value: Any) -> Any:
@@ -154,6 +157,8 @@ def _coerce(dotted: str, hint: Any, value: Any) -> Any:
         return Path(value)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tuple in allowed and isinstance(value, list):  # TOML arrays -> fixed-size tuples
+        value = tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
     if not any(_is_instance(value, t) for t in allowed if t is not type(None)):
         names = "/".join(t.__name__ for t in allowed if t is not type(None))
         raise UsageError(f"config: '{dotted}' must be {names}, got {value!r}")
@@ -164,12 +169,14 @@ def _coerce(dotted: str, hint: Any, value: Any) -> Any:
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):  # tuple[float, float]: the container is what is checked
+        return (origin,)
     args = typing.get_args(hint)
     if args:  # Optional[X] / X | None / Literal
-        origin = typing.get_origin(hint)
         if origin is typing.Literal:
             return tuple({type(a) for a in args})
-        return tuple(a for a in args if isinstance(a, type))
+        return tuple(t for a in args for t in _allowed_types(a))
     return (hint,) if isinstance(hint, type) else (object,)
 
 

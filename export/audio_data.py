@@ -16,6 +16,10 @@ if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import csv
+import dataclasses
+import functools
+import hashlib
+import json
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +31,7 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 from edge_app.encoders.features import SR, audio_features
 from edge_app.records import LABELS
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ACTORS = tuple(range(1, 19))
 VAL_ACTORS = (19, 20)
 TEST_ACTORS = (21, 22, 23, 24)
@@ -132,8 +137,21 @@ def _job(args: tuple[str, str, int, bool]) -> str:
     return dst
 
 
+@functools.lru_cache(maxsize=1)
+def deid_fingerprint() -> str:
+    """Short hash of the voice de-identifier as training runs it (default options and
+    code). Cached features live under it, so changing the de-identifier (its default
+    method, a parameter, its code) recomputes them instead of reusing stale ones."""
+    from edge_app.deid.voice import VoiceDeidOptions
+
+    h = hashlib.sha1(json.dumps(dataclasses.asdict(VoiceDeidOptions()), sort_keys=True, default=str).encode())
+    for module in ("voice", "mcadams", "pitch", "stream", "spectrum"):
+        h.update((ROOT / "edge_app" / "deid" / f"{module}.py").read_bytes())
+    return h.hexdigest()[:10]
+
+
 def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"copy{copy}" / f"{u.stem}.npy"
+    return cache / "audio" / f"deid-{deid_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
 
 
 def build_cache(

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, N_MELS
 from edge_app.records import LABELS
 from export import audio_data, body_data, onnx_export
@@ -115,7 +116,8 @@ def stage_audio(a: argparse.Namespace) -> Stage:
         "epochs_run": len(hist), "best_epoch": int(np.argmax([h["val_macro_f1"] for h in hist])),
     }  # fmt: skip
     split = {
-        "dataset": "RAVDESS speech (de-identified: VoiceDeidentifier mcadams+pitch, random alpha per utterance)",
+        "dataset": f"RAVDESS speech (de-identified: VoiceDeidentifier {VoiceDeidOptions().method}, "
+                   f"random parameters per utterance; de-identifier fingerprint {audio_data.deid_fingerprint()})",
         "train_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "train"}),
         "val_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "val"}),
         "test_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "test"}),

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import count_frames, write_video
 from edge_app.cli import build_parser
+from edge_app.errors import UsageError
 
 CLI = [sys.executable, "-m", "edge_app.cli"]
 
@@ -180,6 +181,21 @@ def test_config_errors_name_the_key(tmp_path):
     assert_one_line_error(run("config", "--config", str(cfg)), 2, "video.mask_colour")
     proc = run("config")
     assert proc.returncode == 0 and "[video]" in proc.stdout and "window_s" in proc.stdout
+    # out-of-range values are caught at start (exit 2), not when the first input is processed
+    cfg.write_text("[voice]\nltas_norm_strength = 3\n")
+    assert_one_line_error(run("file", "whatever.mp4", "--config", str(cfg)), 2, "ltas_norm_strength")
+
+
+def test_config_tuples_from_toml_arrays(tmp_path):
+    from edge_app.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[voice]\nmethod = "pitch+vtl"\nalpha_range = [0.6, 0.7]\nformant_scale_range = [0.8, 1.25]\n')
+    voice = load_config(str(cfg)).voice
+    assert voice.alpha_range == (0.6, 0.7) and voice.vtl_range == (0.8, 1.25) and voice.ltas_strength == 1.0
+    cfg.write_text('[voice]\nformant_scale_range = "wide"\n')
+    with pytest.raises(UsageError, match="voice.formant_scale_range"):
+        load_config(str(cfg))
 
 
 def test_unknown_flag_is_usage_error():

@@ -51,7 +51,7 @@ def voice() -> np.ndarray:
     return synth_voice(120.0)
 
 
-@pytest.mark.parametrize("method", ["mcadams", "mcadams+pitch"])
+@pytest.mark.parametrize("method", ["mcadams", "mcadams+pitch", "pitch+vtl"])
 def test_changes_spectrum_keeps_length_rate_and_range(voice, method):
     out = run(voice, method=method, mcadams_alpha=0.7)
     assert isinstance(out, DeidAudio)
@@ -75,8 +75,14 @@ def test_loud_input_stays_bounded():
 
 
 def test_sessions_differ_and_seed_reproduces(voice):
-    alphas = {VoiceDeidentifier(VoiceDeidOptions()).alpha for _ in range(8)}
-    assert len(alphas) == 8 and all(0.5 <= a <= 0.9 for a in alphas)
+    default = [VoiceDeidentifier(VoiceDeidOptions()) for _ in range(8)]
+    assert len({d.alpha for d in default}) == 8 and all(0.5 <= d.alpha <= 0.9 for d in default)
+    assert {d.formant_scale for d in default} == {1.0} and default[0].speaker.ltas is None
+    # pitch+vtl draws a vocal-tract length per session and has no McAdams warp
+    vtl = [VoiceDeidentifier(VoiceDeidOptions(method="pitch+vtl")) for _ in range(8)]
+    assert len({d.formant_scale for d in vtl}) == 8 and {d.alpha for d in vtl} == {1.0}
+    assert all(0.87 <= d.formant_scale <= 1.15 for d in vtl)
+    assert all(d.speaker.ltas is not None for d in vtl)  # spectrum equaliser on
     a = run(voice, seed=7)
     b = run(voice, seed=7)
     c = run(voice, seed=8)
@@ -106,7 +112,7 @@ def test_speaker_estimate_carries_over_the_session():
     assert deid.speaker.median_hz is None
 
 
-@pytest.mark.parametrize("method", ["mcadams", "mcadams+pitch"])
+@pytest.mark.parametrize("method", ["mcadams", "mcadams+pitch", "pitch+vtl"])
 def test_streaming_equals_whole_file_without_clicks(method):
     x = np.concatenate([synth_voice(110.0, 2.5, seed=1), synth_voice(210.0, 2.5, 0.85, seed=2)])
     opts = VoiceDeidOptions(method=method, seed=11)
@@ -141,6 +147,73 @@ def test_streaming_equals_whole_file_without_clicks(method):
     bounds = bounds[(bounds > 0) & (bounds < len(streamed))]
     assert jumps[bounds - 1].max() <= jumps.max() + 1e-9
     assert jumps.max() < 0.5
+
+
+def test_long_stream_keeps_bounded_state():
+    # a service streams for days: every per-sample and per-frame buffer is trimmed
+    deid = VoiceDeidentifier(VoiceDeidOptions(seed=5))
+    x = synth_voice(150.0, 2.0, seed=3)
+    sizes = []
+    for i in range(30):  # 60 s in 2 s chunks
+        deid.feed(AudioChunk(2.0 * i, x, SR))
+        st = deid._state
+        sizes.append(max(len(st.ratios.buf), len(st.y_pos.buf), len(st.x.buf), len(st.y.buf)))
+    assert deid._state.ratios.end >= 5900  # frames really went through
+    assert max(sizes[-5:]) < 1.5 * max(sizes[:5]), sizes  # no growth with stream length
+    assert max(len(deid._state.ratios.buf), len(deid._state.y_pos.buf)) < 400
+
+
+def test_ltas_equaliser_removes_a_fixed_timbre_difference():
+    # the same voice through two different "throats / microphones" (a fixed tilt):
+    # with the long-term spectrum equalised, the two outputs' average spectra are
+    # much closer than the inputs' were, while each frame keeps its energy contour
+    base = np.concatenate([synth_voice(140.0, 3.0, seed=s) for s in range(3)])
+    base = base * (0.15 + np.abs(np.sin(np.pi * 1.3 * np.arange(len(base)) / SR)))  # syllable-like
+    tilted = lfilter([1.0, -0.9], [1.0], base)  # +~20 dB per decade high-frequency tilt
+    tilted = (0.3 * tilted / np.abs(tilted).max()).astype(np.float32)
+
+    def ltas(x):
+        return log_spectrum(x)[16:240] - log_spectrum(x)[16:240].mean()  # 500-7500 Hz shape
+
+    gap_in = np.abs(ltas(base) - ltas(tilted)).mean()
+    opts = dict(method="mcadams+pitch", mcadams_alpha=1.0, seed=1)
+    out_a = run(base, ltas_norm_strength=1.0, **opts).samples
+    out_b = run(tilted, ltas_norm_strength=1.0, **opts).samples
+    gap_out = np.abs(ltas(out_a) - ltas(out_b)).mean()
+    assert gap_out < 0.4 * gap_in, (gap_in, gap_out)
+    plain = run(tilted, ltas_norm_strength=0.0, **opts).samples  # equaliser off: gap stays
+    assert np.abs(ltas(out_a) - ltas(plain)).mean() > 0.7 * gap_in
+    # loudness contour kept: 50 ms frame energies correlate with the input's
+    frames = lambda x: np.log(np.lib.stride_tricks.sliding_window_view(x, 800)[::800].var(axis=1) + 1e-9)  # noqa: E731
+    assert np.corrcoef(frames(tilted), frames(out_b))[0, 1] > 0.9
+
+
+def test_formant_scale_is_a_per_session_linear_warp():
+    opts = dict(method="mcadams", mcadams_alpha=1.0)
+    scales = [VoiceDeidentifier(VoiceDeidOptions(formant_scale_range=(0.8, 1.25), seed=s)).formant_scale
+              for s in range(20)]
+    assert all(0.8 <= f <= 1.25 for f in scales) and min(scales) < 0.9 and max(scales) > 1.1
+    # adding the range leaves each seed's alpha as it was
+    assert VoiceDeidentifier(VoiceDeidOptions(seed=3)).alpha == \
+        VoiceDeidentifier(VoiceDeidOptions(seed=3, formant_scale_range=(0.8, 1.25))).alpha
+    # a 1.2 warp moves every formant up by 1.2 (a 1.2x shorter vocal tract)
+    x = synth_voice(120.0)
+    out = run(x, formant_scale_range=(1.2, 1.2), **opts)
+    assert "formant_scale=1.200" in out.method
+    for formant in (1220.0, 2600.0):  # the test voice's F2 and F3
+        ratio = formant_track(out.samples, 1.2 * formant) / formant_track(x, formant)
+        assert abs(ratio - 1.2) < 0.05, (formant, ratio)
+
+
+def formant_track(x: np.ndarray, near_hz: float) -> float:
+    """Median frequency of the narrow LPC resonance closest to `near_hz` over 20 ms frames."""
+    from edge_app.deid.mcadams import lpc_batch, poles_batch
+
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), 320)[::160] * np.hanning(320)
+    poles = poles_batch(lpc_batch(frames, 20))
+    freq = np.where((poles.imag > 0) & (np.abs(poles) > 0.9), np.angle(poles) * SR / (2 * np.pi), np.inf)
+    nearest = np.take_along_axis(freq, np.argmin(np.abs(freq - near_hz), axis=1)[:, None], axis=1)
+    return float(np.median(nearest[np.isfinite(nearest)]))
 
 
 def test_stream_helper_yields_everything(voice):
@@ -225,6 +298,10 @@ def test_bad_options_are_usage_errors():
         VoiceDeidentifier(VoiceDeidOptions(target_f0_hz=20.0))
     with pytest.raises(UsageError):
         VoiceDeidentifier(VoiceDeidOptions(pitch_norm_strength=1.5))
+    with pytest.raises(UsageError, match="formant_scale_range"):
+        VoiceDeidentifier(VoiceDeidOptions(formant_scale_range=(1.2, 1.1)))
+    with pytest.raises(UsageError, match="ltas_norm_strength"):
+        VoiceDeidentifier(VoiceDeidOptions(ltas_norm_strength=2.0))
     deid = VoiceDeidentifier(VoiceDeidOptions())
     with pytest.raises(UsageError):
         deid.feed(AudioChunk(0.0, np.zeros(100, np.float32), 8000))

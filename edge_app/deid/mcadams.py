@@ -22,6 +22,8 @@ Differences from the baseline, each for a reason:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 LPC_ORDER = 20
@@ -97,12 +99,15 @@ def mcadams_frames(
     pre_scale: np.ndarray | None = None,
     order: int = LPC_ORDER,
     nfft: int = NFFT,
+    equalise: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Anonymise raw frames (n, L) -> filtered, windowed frames with tails (n, nfft).
 
     The caller overlap-adds row m at sample m * hop. `window` must sum to one
     at the hop used (periodic Hann at 50 % overlap), so an unmodified filter
-    would reconstruct the input exactly.
+    would reconstruct the input exactly. `equalise`, if given, maps the warped
+    spectra of the non-silent frames (rows, in order) to a real gain per bin
+    (the long-term spectrum equaliser, edge_app/deid/spectrum.py).
     """
     n = frames.shape[0]
     if pre_scale is None:
@@ -122,6 +127,8 @@ def mcadams_frames(
     # residual through A(z), then synthesis through 1/A'(z): one spectral ratio
     filt = np.fft.rfft(np.concatenate([a, new_a]), nfft, axis=1)
     spec_out = spec_in * (filt[: len(a)] / filt[len(a) :])
+    if equalise is not None:
+        spec_out = spec_out * equalise(spec_out)
     # per-frame energy match (Parseval on the one-sided spectra)
     e_in = (np.abs(spec_in) ** 2).sum(axis=1)
     e_out = (np.abs(spec_out) ** 2).sum(axis=1)

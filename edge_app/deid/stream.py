@@ -40,6 +40,13 @@ class Tape:
             return body
         return np.concatenate([np.zeros(min(-a, b - a)), body])
 
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        """Values at absolute indices, each in [start, end)."""
+        idx = np.asarray(idx, dtype=int)
+        if len(idx) and (idx.min() < self.start or idx.max() >= self.end):
+            raise IndexError(f"tape read at [{idx.min()}, {idx.max()}] outside [{self.start}, {self.end})")
+        return self.buf[idx - self.start]
+
     def trim(self, keep_from: int) -> None:
         """Forget samples before `keep_from` (never needed again)."""
         drop = min(max(0, keep_from - self.start), len(self.buf))

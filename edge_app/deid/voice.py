@@ -1,6 +1,6 @@
 """Voice de-identification: the first thing that touches microphone audio.
 
-Two methods, both streaming, both on a fixed frame grid (10 ms hop):
+Three methods, all streaming, all on a fixed frame grid (10 ms hop):
 
 ``"mcadams"``
     The VoicePrivacy Challenge B2 baseline: LPC pole angles phi -> phi**alpha
@@ -18,11 +18,21 @@ Two methods, both streaming, both on a fixed frame grid (10 ms hop):
     Keeping it normalises apparent vocal-tract size along with pitch. Measured:
     see benchmarks/results/voice_privacy.md.
 
+``"pitch+vtl"`` (emotion-preserving, weaker privacy: not the default)
+    Pitch normalisation as above, then one random linear formant warp per session
+    (every formant x s, s log-uniform in `formant_scale_range`: another vocal-tract
+    length, formant ratios kept) instead of McAdams, then long-term spectrum
+    equalisation to a fixed target (edge_app/deid/spectrum.py). It keeps the
+    emotion information that McAdams' non-linear warp removes, and met every target
+    on the validation actors, but on the held-out actors the speaker verifier
+    re-identified more voices than the targets allow (semi-informed EER about 31 %),
+    so it is opt-in.
+
 API: `process(chunk)` anonymises one complete utterance or file;
 `feed(chunk)` / `flush()` anonymise a live stream chunk by chunk, returning the
 samples finalised so far (a fixed delay of a few tens of ms). Feeding any
 chunking of a signal and then flushing gives exactly the samples `process`
-gives for the whole signal. Random parameters (alpha) are drawn once per
+gives for the whole signal. Random parameters (alpha, formant scale) are drawn once per
 object: one object = one session = one pseudo-voice.
 """
 
@@ -36,11 +46,13 @@ from scipy.signal import resample_poly
 
 from edge_app.deid.mcadams import LPC_ORDER, NFFT, mcadams_frames
 from edge_app.deid.pitch import F0_WIN, F0Config, RunningMedianF0, estimate_f0
+from edge_app.deid.spectrum import RunningLtasEqualiser
 from edge_app.deid.stream import OlaTape, Tape
 from edge_app.errors import UsageError
 from edge_app.records import AudioChunk, DeidAudio
 
-METHODS = ("mcadams", "mcadams+pitch")
+METHODS = ("mcadams+pitch", "pitch+vtl", "mcadams")
+PITCH_METHODS = ("pitch+vtl", "mcadams+pitch")
 SR = 16_000
 HOP = 160  # 10 ms frame hop, shared by every stage
 WIN = 2 * HOP  # 20 ms Hann windows (50 % overlap sums to one)
@@ -53,10 +65,13 @@ SOFT_KNEE = 0.9  # above this |sample| the output is softly limited below 1.0
 class VoiceDeidOptions:
     """How the voice is de-identified. Defaults are the measured best trade-off."""
 
-    # "mcadams" (VPC B2 baseline) or "mcadams+pitch" (pitch normalisation, then
-    # McAdams; default: meets the privacy targets, see the benchmark)
+    # "mcadams+pitch" (default: pitch normalisation, then McAdams; meets the privacy
+    # targets, see the benchmark), "pitch+vtl" (pitch normalisation, random vocal-tract
+    # length, spectrum equalisation: keeps more emotion, weaker privacy) or "mcadams"
+    # (VoicePrivacy B2 baseline)
     method: str = "mcadams+pitch"
     # McAdams coefficient; None = drawn uniformly from alpha_range once per session
+    # (methods with McAdams only: "pitch+vtl" has none, alpha = 1)
     mcadams_alpha: float | None = None
     # range of the random per-session alpha (VPC B2 uses 0.5 .. 0.9)
     alpha_range: tuple[float, float] = (0.5, 0.9)
@@ -71,6 +86,15 @@ class VoiceDeidOptions:
     # how far formants follow the pitch shift: 1.0 = scaled by the same ratio
     # (normalises apparent vocal-tract size too), 0.0 = formants kept in place
     formant_follow: float = 1.0
+    # per-session random vocal-tract length: every formant frequency is scaled by one
+    # factor drawn log-uniformly from this range once per session (a linear warp,
+    # unlike McAdams: formant ratios are kept); (1, 1) = off; None = the method's
+    # default: (0.87, 1.15) for "pitch+vtl", off for the McAdams methods
+    formant_scale_range: tuple[float, float] | None = None
+    # long-term spectrum equalisation (edge_app/deid/spectrum.py): how far the
+    # session's average spectrum is moved to a fixed target, in [0, 1]; 0 = off;
+    # None = the method's default: 1 for "pitch+vtl", off for the McAdams methods
+    ltas_norm_strength: float | None = None
     # stand-in speaker F0 until enough voice is heard, Hz, and its weight in
     # voiced frames (10 ms each): the running estimate blends from it
     prior_f0_hz: float = 160.0
@@ -82,6 +106,20 @@ class VoiceDeidOptions:
     wsola_tolerance_ms: float = 10.0
     # F0 tracker settings (search range, voicing thresholds)
     f0: F0Config = field(default_factory=F0Config)
+
+    @property
+    def vtl_range(self) -> tuple[float, float]:
+        """formant_scale_range, or the method's default when it is None."""
+        if self.formant_scale_range is not None:
+            return tuple(self.formant_scale_range)
+        return (0.87, 1.15) if self.method == "pitch+vtl" else (1.0, 1.0)
+
+    @property
+    def ltas_strength(self) -> float:
+        """ltas_norm_strength, or the method's default when it is None."""
+        if self.ltas_norm_strength is not None:
+            return self.ltas_norm_strength
+        return 1.0 if self.method == "pitch+vtl" else 0.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -97,6 +135,11 @@ class VoiceDeidOptions:
             raise UsageError(f"pitch_norm_strength must be in [0, 1], got {self.pitch_norm_strength}")
         if self.max_shift < 1.0:
             raise UsageError(f"max_shift must be >= 1, got {self.max_shift}")
+        slo, shi = self.vtl_range
+        if not 0.5 <= slo <= shi <= 2.0:
+            raise UsageError(f"formant_scale_range must satisfy 0.5 <= lo <= hi <= 2, got {self.formant_scale_range}")
+        if not 0.0 <= self.ltas_strength <= 1.0:
+            raise UsageError(f"ltas_norm_strength must be in [0, 1], got {self.ltas_norm_strength}")
 
 
 def _periodic_hann(n: int) -> np.ndarray:
@@ -116,17 +159,28 @@ class VoiceDeidentifier:
         lo, hi = self.options.alpha_range
         drawn = float(rng.uniform(lo, hi))  # drawn even when fixed: same stream of draws
         self.alpha = self.options.mcadams_alpha if self.options.mcadams_alpha is not None else drawn
+        if self.options.method == "pitch+vtl":
+            self.alpha = 1.0
+        slo, shi = self.options.vtl_range
+        # drawn after alpha, so adding it leaves every session's alpha as it was
+        self.formant_scale = float(np.exp(rng.uniform(np.log(slo), np.log(shi)))) if shi > slo else slo
         self.speaker = SpeakerPitch(self.options)
         self._state: _StreamState | None = None
 
     @property
     def method(self) -> str:
-        return f"{self.options.method}(alpha={self.alpha:.3f})"
+        """The method and this session's random parameters, e.g. for the JSON `privacy` key."""
+        if self.options.method == "pitch+vtl":
+            params = f"formant_scale={self.formant_scale:.3f}"
+        else:
+            scale = f", formant_scale={self.formant_scale:.3f}" if self.formant_scale != 1.0 else ""
+            params = f"alpha={self.alpha:.3f}{scale}"
+        return f"{self.options.method}({params})"
 
     @property
     def latency_s(self) -> float:
         """Upper bound of the delay between input and output in streaming use."""
-        pitch = self.options.method == "mcadams+pitch"
+        pitch = self.options.method in PITCH_METHODS
         tol = int(round(self.options.wsola_tolerance_ms * SR / 1000))
         extra = (F0_WIN // 2 + 2 * HOP + self.options.max_shift * (tol + WIN)) if pitch else 0
         return (WIN + HOP + extra) / SR
@@ -144,7 +198,7 @@ class VoiceDeidentifier:
         samples = _to_float(chunk.samples)
         if chunk.sr != SR:
             samples = resample_poly(samples, SR, chunk.sr)
-        state = _StreamState(self.options, self.alpha, self.speaker)
+        state = _StreamState(self.options, self.alpha, self.speaker, self.formant_scale)
         # fed in blocks: same samples as one call (the frame grid is absolute),
         # but the per-batch arrays stay cache-sized on long files
         parts = [state.feed(samples[i : i + PROCESS_BLOCK]) for i in range(0, len(samples), PROCESS_BLOCK)]
@@ -163,7 +217,7 @@ class VoiceDeidentifier:
         if chunk.sr != SR:
             raise UsageError(f"streaming voice de-identification needs {SR} Hz audio, got {chunk.sr} Hz")
         if self._state is None:
-            self._state = _StreamState(self.options, self.alpha, self.speaker, t0=chunk.t0)
+            self._state = _StreamState(self.options, self.alpha, self.speaker, self.formant_scale, chunk.t0)
         state = self._state
         t0 = state.t0 + state.emitted / SR
         out = state.feed(_to_float(chunk.samples))
@@ -197,11 +251,16 @@ class VoiceDeidentifier:
 
 
 class SpeakerPitch:
-    """The session's running estimate of the speaker's median F0 -> pitch ratios."""
+    """The session's running estimate of the speaker's median F0 -> pitch ratios
+    (and, with spectrum equalisation, of the speaker's long-term spectrum)."""
 
     def __init__(self, opts: VoiceDeidOptions) -> None:
         self.opts = opts
         self.median = RunningMedianF0()
+        # the speaker's long-term spectrum, when it is equalised too
+        self.ltas = (
+            RunningLtasEqualiser(NFFT, opts.ltas_strength) if opts.ltas_strength > 0 else None
+        )
 
     def ratios(self, f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
         """Pitch ratio target / speaker for consecutive frames (updates the estimate)."""
@@ -239,23 +298,27 @@ def _soft_limit(x: np.ndarray) -> np.ndarray:
 class _StreamState:
     """Frame-grid state machine behind `VoiceDeidentifier` (one stream)."""
 
-    def __init__(self, opts: VoiceDeidOptions, alpha: float, speaker: SpeakerPitch, t0: float = 0.0) -> None:
+    def __init__(self, opts: VoiceDeidOptions, alpha: float, speaker: SpeakerPitch,
+                 formant_scale: float = 1.0, t0: float = 0.0) -> None:
         self.opts = opts
         self.alpha = alpha
+        self.formant_scale = formant_scale
         self.t0 = t0
-        self.pitch = opts.method == "mcadams+pitch"
+        self.pitch = opts.method in PITCH_METHODS
+        self.speaker = speaker  # the session's speaker estimates, shared across streams
         self.n_in = 0  # samples fed so far
         self.emitted = 0  # samples handed out so far
         self.x = Tape()  # input
         self.out = OlaTape()  # McAdams output, overlap-added
-        self.ratios: list[float] = []  # pitch ratio of every 10 ms input frame
+        # per 10 ms input frame, by absolute frame number (trimmed like the audio,
+        # so a stream that runs for days keeps bounded memory and per-call cost)
+        self.ratios = Tape()  # pitch ratio
         self.next_mc = -1  # next McAdams frame (frame -1 covers the first 10 ms)
         if self.pitch:
-            self.speaker = speaker
             self.next_f0 = 0
             self.y = Tape()  # input resampled at the running pitch ratio
             self.phi = 0.0  # input position (samples) of the next resampled sample
-            self.y_pos: list[float] = []  # y position of input time k * HOP
+            self.y_pos = Tape()  # y position of input time k * HOP, per frame k
             self.z = OlaTape()  # WSOLA output (pitch-shifted, original timing)
             self.z_tape = Tape()  # final part of z, read by McAdams
             self.next_grain = -1
@@ -304,26 +367,28 @@ class _StreamState:
         seg = self.x.get(int(k[0]) * HOP - half, int(k[-1]) * HOP + half)
         idx = (k - k[0])[:, None] * HOP + np.arange(F0_WIN)[None, :]
         f0, voiced = estimate_f0(seg[idx], self.opts.f0)
-        self.ratios.extend(self.speaker.ratios(f0, voiced).tolist())
+        self.ratios.append(self.speaker.ratios(f0, voiced))
         self.next_f0 = int(k[-1]) + 1
 
     # --- stage 2: resample at rate r (pitch and formants x r, duration / r) -----
 
     def _run_resample(self) -> None:
-        k0 = len(self.y_pos)
+        k0 = self.y_pos.end
         # frame k needs its ratio and input up to (k + 1) * HOP + 1 (interpolation)
-        k1 = min(len(self.ratios), (self.x.end - 2) // HOP)
+        k1 = min(self.ratios.end, (self.x.end - 2) // HOP)
         if k1 <= k0:
             return
-        ratios = np.asarray(self.ratios[k0:k1])
+        ratios = self.ratios.get(k0, k1)
         counts = np.zeros(k1 - k0, dtype=int)
+        y_pos = np.zeros(k1 - k0)
         phi, yi = self.phi, self.y.end
         for i, r in enumerate(ratios):  # scalar loop: which samples fall in frame k
             k = k0 + i
-            self.y_pos.append(yi - (phi - k * HOP) / r)  # y position of time k * HOP
+            y_pos[i] = yi - (phi - k * HOP) / r  # y position of time k * HOP
             counts[i] = max(0, int(np.ceil(((k + 1) * HOP - phi) / r)))
             phi += counts[i] * r
             yi += counts[i]
+        self.y_pos.append(y_pos)
         steps = np.repeat(ratios, counts)
         pos = self.phi + np.concatenate([[0.0], np.cumsum(steps)[:-1]]) if len(steps) else steps
         self.phi = phi
@@ -355,9 +420,9 @@ class _StreamState:
     def _nominal_y(self, g: int) -> int | None:
         if g < 0:
             return -HOP
-        if g >= len(self.y_pos):
+        if g >= self.y_pos.end:
             return None
-        return int(round(self.y_pos[g]))
+        return int(round(self.y_pos.get(g, g + 1)[0]))
 
     def _best_start(self, nominal: int) -> int:
         """WSOLA: the start near `nominal` whose first half best continues the last grain."""
@@ -375,18 +440,19 @@ class _StreamState:
         src = self.z_tape if self.pitch else self.x
         last = (src.end - WIN) // HOP  # frames whose 20 ms are final
         if self.pitch:
-            last = min(last, len(self.ratios) - 1)
+            last = min(last, self.ratios.end - 1)
         m = np.arange(self.next_mc, last + 1)
         if not len(m):
             return
         seg = src.get(int(m[0]) * HOP, int(m[-1]) * HOP + WIN)
         idx = (m - m[0])[:, None] * HOP + np.arange(WIN)[None, :]
         alpha = np.full(len(m), self.alpha)
-        pre = None
+        pre = np.full(len(m), self.formant_scale)
         if self.pitch:
-            r = np.asarray(self.ratios)[np.clip(m, 0, None)]
-            pre = r ** (self.opts.formant_follow - 1.0)
-        frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT)
+            r = self.ratios.at(np.clip(m, 0, None))
+            pre = pre * r ** (self.opts.formant_follow - 1.0)
+        eq = self.speaker.ltas.gains if self.speaker.ltas is not None else None
+        frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT, eq)
         self.out.add(int(m[0]) * HOP, frames, HOP)
         self.next_mc = int(m[-1]) + 1
 
@@ -398,5 +464,9 @@ class _StreamState:
             nominal = self.y.end if nominal is None else nominal
             self.y.trim(min(self.prev_start, nominal - self.tol) - HOP)
             self.z_tape.trim(self.next_mc * HOP - HOP)
+            # per-frame logs: McAdams reads from frame next_mc, resampling from
+            # y_pos.end, WSOLA from next_grain
+            self.ratios.trim(min(self.next_mc, self.y_pos.end))
+            self.y_pos.trim(self.next_grain)
         else:
             self.x.trim(self.next_mc * HOP - HOP)
