@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.deid.voice import PITCH_METHODS, VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
+from edge_app.deid.voice import PITCH_METHODS, SOURCE_FILES, VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
 from edge_app.eval.emotion_probe import prosody_features, session_normalise  # noqa: E402
 from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores  # noqa: E402
 
@@ -230,9 +230,8 @@ def code_hash() -> str:
     import re
 
     h = hashlib.sha1()
-    for rel in ("edge_app/deid/voice.py", "edge_app/deid/mcadams.py", "edge_app/deid/pitch.py",
-                "edge_app/deid/stream.py", "edge_app/deid/spectrum.py"):
-        text = (ROOT / rel).read_text()
+    for name in SOURCE_FILES:
+        text = (ROOT / "edge_app" / "deid" / name).read_text()
         # the option defaults are not code: the resolved options are part of the cache key
         text = re.sub(r"class VoiceDeidOptions:.*?\n    def validate", "", text, flags=re.DOTALL)
         h.update(text.encode())
@@ -578,7 +577,8 @@ def main() -> None:
             curves[f"{row} semi"] = det_curve(s_s, t_s)
         cpu = sum(r["cpu"] for r in test.values())
         dur = sum(r["dur"] for r in test.values())
-        r = {"options": describe(VoiceDeidOptions(**METHODS[m])), "name": m, "sessions": sessions, "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
+        r = {"options": describe(VoiceDeidOptions(**METHODS[m])), "name": m, "sessions": sessions,
+             "eer_lazy": e_lazy, "eer_semi": e_semi, "rtf": cpu / dur, "audio_s": dur}
         if prev:
             r["privacy_reused"] = True
         if with_emo:

@@ -142,11 +142,11 @@ def deid_fingerprint() -> str:
     """Short hash of the voice de-identifier as training runs it (default options and
     code). Cached features live under it, so changing the de-identifier (its default
     method, a parameter, its code) recomputes them instead of reusing stale ones."""
-    from edge_app.deid.voice import VoiceDeidOptions
+    from edge_app.deid.voice import SOURCE_FILES, VoiceDeidOptions
 
     h = hashlib.sha1(json.dumps(dataclasses.asdict(VoiceDeidOptions()), sort_keys=True, default=str).encode())
-    for module in ("voice", "mcadams", "pitch", "stream", "spectrum"):
-        h.update((ROOT / "edge_app" / "deid" / f"{module}.py").read_bytes())
+    for name in SOURCE_FILES:
+        h.update((ROOT / "edge_app" / "deid" / name).read_bytes())
     return h.hexdigest()[:10]
 
 

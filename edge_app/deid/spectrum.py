@@ -45,10 +45,11 @@ def mel_bands(nfft: int) -> np.ndarray:
     return np.clip(np.minimum(up, down), 0.0, None)
 
 
-def band_log_power(spec: np.ndarray, bands: np.ndarray) -> np.ndarray:
+def band_log_power(spec: np.ndarray, band_weights: np.ndarray) -> np.ndarray:
     """Mean log-power per band of each spectrum row (n, bins) -> (n, N_BANDS), relative
-    to the row's own mean (so only the shape of the spectrum counts)."""
-    power = (np.abs(spec) ** 2) @ (bands / bands.sum(axis=1, keepdims=True)).T
+    to the row's own mean (so only the shape of the spectrum counts). `band_weights`:
+    mel_bands with each band's weights summing to one."""
+    power = (np.abs(spec) ** 2) @ band_weights.T
     logp = np.log(power + 1e-12)
     return logp - logp.mean(axis=1, keepdims=True)
 
@@ -63,6 +64,7 @@ class RunningLtasEqualiser:
     def __init__(self, nfft: int, strength: float = 1.0, prior_frames: float = 50.0,
                  max_gain_db: float = 15.0) -> None:
         self.bands = mel_bands(nfft)
+        self.band_weights = self.bands / self.bands.sum(axis=1, keepdims=True)  # per band, sums to 1
         # band gains -> bin gains: each bin takes the weighted mean of its bands
         weights = self.bands / np.maximum(self.bands.sum(axis=0, keepdims=True), 1e-9)
         below = np.arange(self.bands.shape[1]) * SR / nfft < BAND_EDGES_HZ[0]
@@ -78,7 +80,7 @@ class RunningLtasEqualiser:
 
     def gains(self, spec: np.ndarray) -> np.ndarray:
         """Real amplitude gain per bin for each spectrum row, from all rows so far."""
-        logp = band_log_power(spec, self.bands)
+        logp = band_log_power(spec, self.band_weights)
         cum = self.sum + np.cumsum(logp, axis=0)
         n = self.count + np.arange(1, len(logp) + 1)[:, None]
         self.sum, self.count = cum[-1], int(n[-1, 0])

@@ -53,6 +53,9 @@ from edge_app.records import AudioChunk, DeidAudio
 
 METHODS = ("mcadams+pitch", "pitch+vtl", "mcadams")
 PITCH_METHODS = ("pitch+vtl", "mcadams+pitch")
+# every module of edge_app/deid whose code decides the anonymised audio: the benchmark's
+# and the training feature caches hash these, so a code change recomputes them
+SOURCE_FILES = ("voice.py", "mcadams.py", "pitch.py", "stream.py", "spectrum.py")
 SR = 16_000
 HOP = 160  # 10 ms frame hop, shared by every stage
 WIN = 2 * HOP  # 20 ms Hann windows (50 % overlap sums to one)
