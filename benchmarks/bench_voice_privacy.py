@@ -70,6 +70,7 @@ METHODS: dict[str, dict] = {
     "mcadams_rand": {"method": "mcadams"},
     "default": {},
     "pitch_vtl": {"method": "pitch+vtl"},
+    "pitch_vtl_f0": {"method": "pitch+vtl", "target_f0_range": (125.0, 205.0)},
     "pitch_s0.5": {"method": "mcadams+pitch", "pitch_norm_strength": 0.5},
     "pitch_only": {"method": "mcadams+pitch", "mcadams_alpha": 1.0},
     "pitch_ff0": {"method": "mcadams+pitch", "formant_follow": 0.0},
@@ -363,6 +364,9 @@ def add_emotion(row: dict, recs: dict, emo_clips: list[Clip]) -> None:
 # --- report ---------------------------------------------------------------------
 
 
+KEEP_MARKER = "<!-- everything below is kept when the benchmark rewrites this file -->"
+
+
 def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -429,7 +433,10 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
             lines.append(f"| {name} | {sess} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += res.get("notes", [])
-    (out / f"{stem}.md").write_text("\n".join(lines))
+    md = out / f"{stem}.md"
+    # the validation sweeps and probes below the marker are written by hand: keep them
+    kept = md.read_text().partition(KEEP_MARKER) if md.exists() else ("", "", "")
+    md.write_text("\n".join(lines) + ("\n" + kept[1] + kept[2] if kept[1] else ""))
     if curves:
         _plot(out / f"{stem}.png", res, curves)
 
@@ -485,7 +492,10 @@ def describe(opts: VoiceDeidOptions) -> str:
     if opts.method != "pitch+vtl":
         parts.append(f"alpha={opts.mcadams_alpha or 'random'}")
     if opts.method in PITCH_METHODS:
-        parts += [f"target_f0={opts.target_f0_hz:g}", f"strength={opts.pitch_norm_strength:g}",
+        target = f"{opts.target_f0_hz:g}"
+        if opts.target_f0_range is not None:
+            target = "{:g}-{:g} (random)".format(*opts.target_f0_range)
+        parts += [f"target_f0={target}", f"strength={opts.pitch_norm_strength:g}",
                   f"formant_follow={opts.formant_follow:g}"]
     lo, hi = opts.vtl_range
     if (lo, hi) != (1.0, 1.0):

@@ -205,6 +205,31 @@ def test_formant_scale_is_a_per_session_linear_warp():
         assert abs(ratio - 1.2) < 0.05, (formant, ratio)
 
 
+def test_random_pitch_target_moves_the_pitch_level_not_the_formants():
+    targets = [VoiceDeidentifier(VoiceDeidOptions(method="pitch+vtl", target_f0_range=(125.0, 205.0), seed=s))
+               for s in range(20)]
+    assert all(125.0 <= d.target_f0 <= 205.0 for d in targets) and len({d.target_f0 for d in targets}) == 20
+    # drawn last: each seed's vocal-tract factor is the one it had without the range
+    assert [d.formant_scale for d in targets[:3]] == \
+        [VoiceDeidentifier(VoiceDeidOptions(method="pitch+vtl", seed=s)).formant_scale for s in range(3)]
+    assert VoiceDeidentifier(VoiceDeidOptions(seed=4)).target_f0 == 160.0  # default: fixed target
+    x = synth_voice(120.0, 4.0)
+    opts = dict(method="pitch+vtl", formant_scale_range=(1.0, 1.0), ltas_norm_strength=0.0, seed=1)
+    fixed = run(x, **opts).samples  # 120 -> 160 Hz, formants follow (x 4/3)
+    high = run(x, target_f0_range=(200.0, 200.0), **opts)  # 120 -> 200 Hz, formants as for 160
+    assert "target_f0=200.0" in high.method
+
+    def median_f0(y):
+        f0, voiced = f0_track(y)
+        return float(np.median(f0[voiced]))
+
+    assert abs(median_f0(high.samples) / median_f0(fixed) - 1.25) < 0.05
+    for formant in (1220.0, 2600.0):
+        near = formant * 160.0 / 120.0
+        ratio = formant_track(high.samples, near) / formant_track(fixed, near)
+        assert abs(ratio - 1.0) < 0.04, (formant, ratio)
+
+
 def formant_track(x: np.ndarray, near_hz: float) -> float:
     """Median frequency of the narrow LPC resonance closest to `near_hz` over 20 ms frames."""
     from edge_app.deid.mcadams import lpc_batch, poles_batch
@@ -298,6 +323,8 @@ def test_bad_options_are_usage_errors():
         VoiceDeidentifier(VoiceDeidOptions(target_f0_hz=20.0))
     with pytest.raises(UsageError):
         VoiceDeidentifier(VoiceDeidOptions(pitch_norm_strength=1.5))
+    with pytest.raises(UsageError, match="target_f0_range"):
+        VoiceDeidentifier(VoiceDeidOptions(target_f0_range=(300.0, 200.0)))
     with pytest.raises(UsageError, match="formant_scale_range"):
         VoiceDeidentifier(VoiceDeidOptions(formant_scale_range=(1.2, 1.1)))
     with pytest.raises(UsageError, match="ltas_norm_strength"):

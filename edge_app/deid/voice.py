@@ -82,6 +82,13 @@ class VoiceDeidOptions:
     seed: int | None = None
     # every speaker's running median F0 is mapped to this pitch, Hz (gender-neutral)
     target_f0_hz: float = 160.0
+    # per-session random pitch level: the session's target is drawn log-uniformly
+    # from this range, Hz, once per session (None = always target_f0_hz). Formants
+    # follow only the normalisation to target_f0_hz, not this random offset, so the
+    # pitch level is a second random voice dimension, independent of the formants.
+    # Measured with pitch+vtl (benchmarks/results/voice_privacy.md): more privacy on
+    # the validation speakers, but less on the held-out ones and less emotion: opt-in
+    target_f0_range: tuple[float, float] | None = None
     # how far the speaker's pitch level is moved towards target_f0_hz, in [0, 1]:
     # the shift is strength * (log target - log speaker median); 1 = full
     # normalisation (every speaker on the target), 0 = pitch left as it is
@@ -134,6 +141,10 @@ class VoiceDeidOptions:
             raise UsageError(f"mcadams_alpha must be in (0, 1.5], got {self.mcadams_alpha}")
         if not 60.0 <= self.target_f0_hz <= 400.0:
             raise UsageError(f"target_f0_hz must be in [60, 400], got {self.target_f0_hz}")
+        if self.target_f0_range is not None:
+            tlo, thi = self.target_f0_range
+            if not 60.0 <= tlo <= thi <= 400.0:
+                raise UsageError(f"target_f0_range must satisfy 60 <= lo <= hi <= 400, got {self.target_f0_range}")
         if not 0.0 <= self.pitch_norm_strength <= 1.0:
             raise UsageError(f"pitch_norm_strength must be in [0, 1], got {self.pitch_norm_strength}")
         if self.max_shift < 1.0:
@@ -167,7 +178,12 @@ class VoiceDeidentifier:
         slo, shi = self.options.vtl_range
         # drawn after alpha, so adding it leaves every session's alpha as it was
         self.formant_scale = float(np.exp(rng.uniform(np.log(slo), np.log(shi)))) if shi > slo else slo
-        self.speaker = SpeakerPitch(self.options)
+        # drawn last, for the same reason; only when asked for
+        self.target_f0 = self.options.target_f0_hz
+        if self.options.target_f0_range is not None:
+            tlo, thi = self.options.target_f0_range
+            self.target_f0 = float(np.exp(rng.uniform(np.log(tlo), np.log(thi)))) if thi > tlo else tlo
+        self.speaker = SpeakerPitch(self.options, self.target_f0)
         self._state: _StreamState | None = None
 
     @property
@@ -178,6 +194,8 @@ class VoiceDeidentifier:
         else:
             scale = f", formant_scale={self.formant_scale:.3f}" if self.formant_scale != 1.0 else ""
             params = f"alpha={self.alpha:.3f}{scale}"
+        if self.target_f0 != self.options.target_f0_hz:
+            params += f", target_f0={self.target_f0:.1f}"
         return f"{self.options.method}({params})"
 
     @property
@@ -240,7 +258,7 @@ class VoiceDeidentifier:
 
     def reset_speaker(self) -> None:
         """Forget the running speaker-F0 estimate (a different person speaks now)."""
-        self.speaker = SpeakerPitch(self.options)
+        self.speaker = SpeakerPitch(self.options, self.target_f0)
 
     def stream(self, chunks: Iterable[AudioChunk]) -> Iterator[DeidAudio]:
         """Anonymise an iterable of consecutive chunks, flushing at the end."""
@@ -257,8 +275,10 @@ class SpeakerPitch:
     """The session's running estimate of the speaker's median F0 -> pitch ratios
     (and, with spectrum equalisation, of the speaker's long-term spectrum)."""
 
-    def __init__(self, opts: VoiceDeidOptions) -> None:
+    def __init__(self, opts: VoiceDeidOptions, target_hz: float | None = None) -> None:
         self.opts = opts
+        # this session's pitch target (target_f0_hz unless a random one was drawn)
+        self.target_hz = opts.target_f0_hz if target_hz is None else target_hz
         self.median = RunningMedianF0()
         # the speaker's long-term spectrum, when it is equalised too
         self.ltas = (
@@ -272,7 +292,7 @@ class SpeakerPitch:
         n = self.median.n_voiced - voiced.sum() + np.cumsum(voiced)
         w = n / (n + self.opts.prior_frames)
         speaker = np.exp(w * np.log(median_hz) + (1 - w) * np.log(self.opts.prior_f0_hz))
-        ratio = self.opts.target_f0_hz / speaker
+        ratio = self.target_hz / speaker
         if self.opts.pitch_norm_strength != 1.0:  # partial: (target / speaker) ** strength
             ratio = ratio**self.opts.pitch_norm_strength
         return np.clip(ratio, 1 / self.opts.max_shift, self.opts.max_shift)
@@ -454,6 +474,9 @@ class _StreamState:
         if self.pitch:
             r = self.ratios.at(np.clip(m, 0, None))
             pre = pre * r ** (self.opts.formant_follow - 1.0)
+            if self.speaker.target_hz != self.opts.target_f0_hz:  # the random pitch offset leaves formants
+                follow = self.opts.formant_follow * self.opts.pitch_norm_strength
+                pre = pre * (self.opts.target_f0_hz / self.speaker.target_hz) ** follow
         eq = self.speaker.ltas.gains if self.speaker.ltas is not None else None
         frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT, eq)
         self.out.add(int(m[0]) * HOP, frames, HOP)
