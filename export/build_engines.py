@@ -11,7 +11,9 @@ Stages, in this order, in one process:
     `align_projector`; --align-steps, default 40, 0 skips): re-exports the audio ONNX/INT8
     with the aligned projector, recorded under manifest["models"]["audio"]["projector"];
 (3) LoRA instruction tuning on the stage-2 audio ONNX -> OUT/smollm2_lora.gguf
-    (export/llm_lora.py; --lora-steps), recorded under manifest["llm"]["lora"];
+    (export/llm_lora.py; --lora-steps), recorded under manifest["llm"]["lora"], with the
+    encoder prior's weight in the runtime's label fusion chosen on validation
+    (export/prior_weight.py);
 then TensorRT engines where `tensorrt` is importable. --quick: 2 epochs per encoder, at most
 2 steps for stages 2 and 3 with tiny validation subsets; everything (calibration/ included)
 goes under OUT and CACHE, never the committed models/ or calibration/.
@@ -286,6 +288,13 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
         "projector": manifest["models"]["audio"]["projector"]["method"].split(":")[0],
     }  # fmt: skip
     print(f"[lora] val before {json.dumps(entry['val_before'])} after {json.dumps(entry['val_after'])}")
+    from export import prior_weight  # the encoder prior's weight for this adapter's answers, on validation
+
+    entry["prior_weight"] = prior_weight.choose_for_build(
+        a.out, a.cache, a.data, str(a.out / entry["file"]), n_val=4 if a.quick else 120, seed=a.seed,
+        threads=max(1, a.threads), workers=a.workers,
+    )  # fmt: skip
+    print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
     manifest["llm"]["lora"] = entry
 
 

@@ -136,12 +136,14 @@ def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.nda
             ans = llm.answer({"voice": tokens}, lines, prior=None, prior_weight=0.0, reason=False)
             res["llm_vectors"].append(np.array([ans.scores[lab] for lab in LABELS]))
             llm.raw = ""
-            ans = llm.answer({"voice": tokens}, lines, prior=np.log(head[i] + 1e-6), prior_weight=1.0)
+            # the runtime's weight: chosen on validation for the default adapter, else 1.0
+            ans = llm.answer({"voice": tokens}, lines, prior=np.log(head[i] + 1e-6))
             res["llm_vectors+prior"].append(np.array([ans.scores[lab] for lab in LABELS]))
             answers.append({"truth": LABELS[y[i]], "label": ans.label, "cues": lines, "raw": llm.raw,
                             "runtime": ans.reasoning, "source": ans.reasoning_source})
+        prior_weight = llm.prior_weight
     seconds = time.perf_counter() - t0
-    out = {"n": int(len(pick)), "lora": lora, "seconds": round(seconds, 1),
+    out = {"n": int(len(pick)), "lora": lora, "seconds": round(seconds, 1), "prior_weight": prior_weight,
            "head_on_same_items": {"8class": scores(y[pick], head[pick]), "4class": scores(y[pick], head[pick], FOUR)}}
     for k, v in res.items():
         p = np.stack(v)
@@ -172,7 +174,8 @@ JUDGE_ROWS = {
 
 def llm_markdown(v: dict) -> list[str]:
     what = f"with LoRA adapter `{Path(v['lora']).name}`" if v.get("lora") else "base model (no adapter)"
-    lines = ["", f"LLM answers ({what}) on a random subset of {v['n']} test items ({v.get('seconds', '?')} s):", "",
+    weight = f"; the runtime answer `llm_vectors+prior` uses prior weight {v['prior_weight']:g}" if "prior_weight" in v else ""
+    lines = ["", f"LLM answers ({what}) on a random subset of {v['n']} test items ({v.get('seconds', '?')} s{weight}):", "",
              "| answer | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 |", "|---|---|---|---|---|"]
     for k in ("head_on_same_items", "llm_vectors", "llm_vectors+prior"):
         if k in v:
@@ -221,7 +224,17 @@ def lora_markdown(e: dict) -> list[str]:
             f"reasoning CE {e['val_before']['reasoning_ce']:.3f} -> {e['val_after']['reasoning_ce']:.3f}. "
             f"Parity on {p.get('items')} items (label log-probs over the 8 labels): PyTorch vs llama.cpp max |diff| "
             f"{p.get('max_abs_diff_base')} base / {p.get('max_abs_diff_lora')} with the adapter; mean change from the "
-            f"adapter {p.get('lora_change_torch')} (PyTorch) vs {p.get('lora_change_llama_cpp')} (llama.cpp)."]
+            f"adapter {p.get('lora_change_torch')} (PyTorch) vs {p.get('lora_change_llama_cpp')} (llama.cpp)."
+            + _prior_weight_text(e.get("prior_weight"))]
+
+
+def _prior_weight_text(pw: dict | None) -> str:
+    if not pw:
+        return ""
+    row = next(r for r in pw["grid"] if r["w"] == pw["value"])
+    return (f" Encoder-prior weight in the label fusion: {pw['value']:g}, chosen on validation ({pw['val']}) by "
+            f"macro-F1 {row['macro_f1']:.3f} (head alone {pw['head_alone']['macro_f1']:.3f}; grid "
+            + ", ".join(f"{r['w']:g}: {r['macro_f1']:.3f}" for r in pw["grid"]) + ").")
 
 
 def markdown(r: dict) -> str:

@@ -200,7 +200,8 @@ def target_text(label: str, cues: list[str], key: str = "") -> str:
 
 
 def load_items(utts: list, cache: Path, onnx_path: Path, split: str, seed: int = 0, workers: int = 1) -> list[dict]:
-    """Copy-0 clips of one split: projected tokens (the runtime ONNX model), label, measured cues."""
+    """Copy-0 clips of one split: projected tokens and class probabilities (the runtime ONNX model),
+    label, measured cues."""
     import onnxruntime as ort
 
 
@@ -211,7 +212,8 @@ def load_items(utts: list, cache: Path, onnx_path: Path, split: str, seed: int =
     for u in sel:
         x = np.load(audio_data.feature_path(cache, u, 0)).astype(np.float32)
         tokens, probs = sess.run(["tokens", "probs"], {"frames": x[None]})
-        items.append({"stem": u.stem, "y": u.label, "tokens": tokens.astype(np.float32), "cues": cues[u.stem]})
+        items.append({"stem": u.stem, "y": u.label, "tokens": tokens.astype(np.float32), "cues": cues[u.stem],
+                      "probs": probs.astype(np.float64)})
     return items
 
 

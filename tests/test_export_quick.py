@@ -104,5 +104,10 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         # stage 3 trained on the audio ONNX that stage 2 exported (same bytes as shipped)
         assert lora["audio_tokens_from"]["sha256"] == manifest["files"]["audio_encoder.onnx"]["sha256"]
         assert lora["audio_tokens_from"]["projector"] == "stage 2"
+        # the encoder prior's weight for this adapter, chosen on validation answers (llama.cpp)
+        from export.prior_weight import GRID
+
+        assert lora["prior_weight"]["value"] in GRID and len(lora["prior_weight"]["grid"]) == len(GRID)
+        assert "[lora] prior weight" in proc.stdout
     else:
         assert "stage 3 (LoRA): skipped" in proc.stdout

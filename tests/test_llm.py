@@ -265,6 +265,34 @@ def test_lora_auto_follows_the_model_at_load_time(tmp_path):
     assert LlmOptions(lora_path="x.gguf").resolved_lora_path() == "x.gguf"
 
 
+def test_prior_weight_auto_comes_from_the_manifest_with_its_adapter(tmp_path, monkeypatch):
+    import json
+
+    from edge_app.llm import model
+
+    (tmp_path / "adapter.gguf").write_bytes(b"GGUF")
+    manifest = {"llm": {"lora": {"file": "adapter.gguf", "default": True, "prior_weight": {"value": 4.0}}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(model, "MODELS_DIR", tmp_path)
+    opts = LlmOptions()
+    assert opts.prior_weight == "auto"
+    assert opts.resolved_prior_weight(str(tmp_path / "adapter.gguf")) == 4.0  # the weight chosen for it
+    assert opts.resolved_prior_weight(None) == 1.0  # no adapter: the plain default
+    assert opts.resolved_prior_weight(str(tmp_path / "other.gguf")) == 1.0  # another adapter
+    assert LlmOptions(prior_weight=2.5).resolved_prior_weight(str(tmp_path / "adapter.gguf")) == 2.5  # explicit wins
+    del manifest["llm"]["lora"]["prior_weight"]  # a manifest from before the weight was chosen
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert opts.resolved_prior_weight(str(tmp_path / "adapter.gguf")) == 1.0
+
+
+def test_session_uses_the_resolved_prior_weight(session):
+    prior = np.full(len(LABELS), -5.0)
+    prior[LABELS.index("sad")] = 0.0
+    by_default = session.answer(None, CUE_SETS[0], prior=prior, reason=False)
+    explicit = session.answer(None, CUE_SETS[0], prior=prior, prior_weight=session.prior_weight, reason=False)
+    assert by_default.scores == explicit.scores
+
+
 def test_reasoning_deadline_falls_back_to_the_template(session):
     """Live results have a latency budget: reasoning is written only if it fits."""
     import time

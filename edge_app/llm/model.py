@@ -61,7 +61,10 @@ class LlmOptions:
             for Gemma-family models (their graph scales token embeddings but not raw
             input embeddings) and 1.0 otherwise (LLaMA family).
         prior_weight: default weight of the caller's per-label prior (log-probs) that
-            is added to the LLM's label log-probs before the softmax.
+            is added to the LLM's label log-probs before the softmax. "auto" (default):
+            the weight models/manifest.json records with the default stage-3 adapter
+            (chosen on validation actors by export/prior_weight.py) when that adapter is
+            the one loaded, else 1.0.
         prompt_format: chat markup; "auto" picks Gemma turns for Gemma models, ChatML
             when the model's template uses <|im_start|>, else plain "User:/Assistant:".
         single_batch: evaluate each window in one llama_decode call, the text sent as
@@ -88,7 +91,7 @@ class LlmOptions:
     temperature: float = 0.0
     seed: int = 0
     embed_scale: float | Literal["auto"] = "auto"
-    prior_weight: float = 1.0
+    prior_weight: float | Literal["auto"] = "auto"
     prompt_format: PromptFormatName = "auto"
     single_batch: bool = True
     lora_path: str | None = "auto"
@@ -103,6 +106,15 @@ class LlmOptions:
         if self.lora_path in (None, "", "none"):
             return None
         return self.lora_path
+
+    def resolved_prior_weight(self, lora_path: str | None) -> float:
+        """The prior weight to use with the adapter `lora_path` (the resolved one)."""
+        if self.prior_weight != "auto":
+            return float(self.prior_weight)
+        default = default_lora_path()
+        if lora_path is None or default is None or Path(lora_path).resolve() != Path(default).resolve():
+            return 1.0
+        return default_prior_weight()
 
     def resolved_decode_threads(self) -> int:
         if self.n_threads_decode is not None:
@@ -122,10 +134,11 @@ class LlmOptions:
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
-def default_lora_path(models_dir: Path = MODELS_DIR) -> str | None:
+def default_lora_path(models_dir: Path | None = None) -> str | None:
     """The adapter the manifest marks as default for the bundled model, if its file is there."""
     import json
 
+    models_dir = MODELS_DIR if models_dir is None else models_dir
     try:
         entry = json.loads((models_dir / "manifest.json").read_text()).get("llm", {}).get("lora")
     except (OSError, ValueError):
@@ -133,6 +146,18 @@ def default_lora_path(models_dir: Path = MODELS_DIR) -> str | None:
     if not entry or not entry.get("default") or not (models_dir / entry["file"]).is_file():
         return None
     return str(models_dir / entry["file"])
+
+
+def default_prior_weight(models_dir: Path | None = None) -> float:
+    """The prior weight the manifest records with the default adapter (1.0 if none)."""
+    import json
+
+    models_dir = MODELS_DIR if models_dir is None else models_dir
+    try:
+        entry = json.loads((models_dir / "manifest.json").read_text()).get("llm", {}).get("lora") or {}
+        return float(entry.get("prior_weight", {}).get("value", 1.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1.0
 
 
 def find_bundled_gguf() -> Path:

@@ -94,6 +94,7 @@ class LlmSession:
             n_seq_max=1 + len(LABELS),  # sequence 0 plus one fork per multi-token label
         )
         self.lora_path = opt.resolved_lora_path()
+        self.prior_weight = opt.resolved_prior_weight(self.lora_path)
         if self.lora_path is not None:
             from edge_app.llm.model import validate_gguf
 
@@ -337,7 +338,7 @@ class LlmSession:
         p = np.asarray(prior, dtype=np.float64).reshape(-1)
         if p.shape != (len(LABELS),) or not np.all(np.isfinite(p)):
             raise UsageError(f"prior must be {len(LABELS)} finite numbers in LABELS order")
-        return (self.options.prior_weight if weight is None else float(weight)) * p
+        return (self.prior_weight if weight is None else float(weight)) * p
 
     def _fits(self, deadline: float) -> bool:
         """Whether a reasoning of the usual length is expected to finish by `deadline`."""

@@ -1,0 +1,127 @@
+"""The encoder prior's weight in the runtime's label fusion, chosen on validation actors.
+
+The runtime's label scores are softmax(LLM label log-probs + w * encoder log-probs). With a
+fixed w = 1 the answer's accuracy depended on how well stage 2 / stage 3 of that build came
+out: one rebuild's LLM answers fell below the encoder head alone. Here w is chosen on the
+validation actors 19-20 (never the test actors) from a small grid by macro-F1, through the
+runtime path itself (llama.cpp, the ONNX encoder, the measured voice cue lines), and recorded
+as manifest["llm"]["lora"]["prior_weight"]; LlmOptions(prior_weight="auto") reads it when the
+default adapter is loaded. A large w reproduces the head, so the chosen fusion is about as good
+as the head on validation or better (up to the grid and the tie tolerance TIE, which keeps w = 1
+unless another weight is clearly better). The base model (no adapter) keeps w = 1.
+
+    python -m export.prior_weight --register     # for the committed models/ (~1 min)
+
+build_engines runs it after stage 3.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python export/prior_weight.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from edge_app.records import LABELS
+from export import audio_data
+from export.train import scores
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+TIE = 0.01  # macro-F1 differences below this (about a fifth of a standard error on 120 clips) are ties
+
+
+def choose(llm_logp: np.ndarray, head: np.ndarray, y: np.ndarray) -> dict:
+    """Pick w from GRID by validation macro-F1 of softmax(llm_logp + w * log head).
+    Every w within TIE of the best counts as a tie; ties go to the w nearest 1 (the old
+    fixed weight), so noise on a small validation set does not move the weight."""
+    prior = np.log(head + 1e-6)
+    rows = [{"w": w, **scores(y, _softmax(llm_logp + w * prior))} for w in GRID]
+    top = max(r["macro_f1"] for r in rows)
+    tied = [r for r in rows if r["macro_f1"] >= top - TIE]
+    best = min(tied, key=lambda r: abs(np.log1p(r["w"]) - np.log(2)))
+    return {"value": best["w"], "grid": rows, "head_alone": scores(y, head), "tie": TIE}
+
+
+def llm_label_logprobs(items: list[dict], lora: str | None, threads: int) -> np.ndarray:
+    """(N, 8) LLM label log-probs without any prior: the runtime prompt (voice tokens + cue lines)."""
+    from tqdm import tqdm
+
+    from edge_app.llm import LlmOptions, LlmSession
+    from export.llm_lora import runtime_cue_lines
+
+    out = []
+    with LlmSession(LlmOptions(n_threads=threads, lora_path=lora, prior_weight=0.0)) as llm:
+        for it in tqdm(items, desc="prior weight (validation answers)"):
+            ans = llm.answer({"voice": it["tokens"]}, runtime_cue_lines(it["cues"]), prior=None, reason=False)
+            out.append(np.log(np.array([ans.scores[lab] for lab in LABELS]) + 1e-12))
+    return np.stack(out)
+
+
+def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_val: int = 120,
+                     seed: int = 0, threads: int = 1, workers: int = 1) -> dict:
+    """The `prior_weight` entry for manifest["llm"]["lora"], from the audio ONNX in `models`."""
+    from export.llm_lora import load_items
+
+    t0 = time.time()
+    manifest = json.loads((models / "manifest.json").read_text())
+    onnx_path = models / manifest["models"]["audio"]["onnx"]
+    items = load_items(audio_data.load_ravdess(data), cache, onnx_path, "val", seed, workers)
+    items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))[:n_val]]
+    if not items:
+        raise SystemExit(f"prior weight: no cached validation features under {cache} (run build_engines first)")
+    y = np.array([it["y"] for it in items])
+    head = np.stack([it["probs"] for it in items])
+    res = choose(llm_label_logprobs(items, lora, threads), head, y)
+    res.update({"val": f"actors 19-20, {len(items)} clips", "chosen_by": "validation macro-F1 (8-class)",
+                "seconds": round(time.time() - t0, 1)})
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")),
+                    help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="feature cache (default: %(default)s)")
+    ap.add_argument("--models", type=Path, default=ROOT / "models", help="manifest, audio ONNX, adapter (default: %(default)s)")
+    ap.add_argument("--n-val", type=int, default=120, help="validation clips (actors 19-20 have 120; default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default: %(default)s)")
+    ap.add_argument("--register", action="store_true", help="record the weight in MODELS/manifest.json")
+    a = ap.parse_args(argv)
+    from edge_app.llm.model import default_lora_path
+
+    lora = default_lora_path(a.models)
+    if lora is None:
+        raise SystemExit(f"no default adapter in {a.models}/manifest.json: the weight is for the adapter's answers")
+    entry = choose_for_build(a.models, a.cache, a.data, lora, a.n_val, threads=a.threads)
+    for r in entry["grid"]:
+        print(f"w={r['w']:<5g} val 8-class acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
+    print(f"head alone: acc {entry['head_alone']['accuracy']:.3f}  macro-F1 {entry['head_alone']['macro_f1']:.3f}; "
+          f"chosen w = {entry['value']:g}")
+    if a.register:
+        from export.build_engines import write_manifest
+
+        manifest = json.loads((a.models / "manifest.json").read_text())
+        manifest["llm"]["lora"]["prior_weight"] = entry
+        write_manifest(a.models, manifest)
+        print("recorded in", a.models / "manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
