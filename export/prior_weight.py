@@ -29,6 +29,7 @@ import os
 import time
 
 import numpy as np
+from scipy.special import softmax
 
 from edge_app.records import LABELS
 from export import audio_data
@@ -36,11 +37,6 @@ from export.train import scores
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 TIE = 0.01  # macro-F1 differences below this (about a fifth of a standard error on 120 clips) are ties
@@ -51,7 +47,7 @@ def choose(llm_logp: np.ndarray, head: np.ndarray, y: np.ndarray) -> dict:
     Every w within TIE of the best counts as a tie; ties go to the w nearest 1 (the old
     fixed weight), so noise on a small validation set does not move the weight."""
     prior = np.log(head + 1e-6)
-    rows = [{"w": w, **scores(y, _softmax(llm_logp + w * prior))} for w in GRID]
+    rows = [{"w": w, **scores(y, softmax(llm_logp + w * prior, axis=1))} for w in GRID]
     top = max(r["macro_f1"] for r in rows)
     tied = [r for r in rows if r["macro_f1"] >= top - TIE]
     best = min(tied, key=lambda r: abs(np.log1p(r["w"]) - np.log(2)))

@@ -187,6 +187,16 @@ class VoiceDeidentifier:
         self._state: _StreamState | None = None
 
     @property
+    def _formant_pre(self) -> float:
+        """The session's constant pole-angle pre-scale: the vocal-tract factor, and with a
+        random pitch target, the undoing of that target's offset from target_f0_hz (which
+        resampling would otherwise carry into the formants)."""
+        o = self.options
+        if self.target_f0 == o.target_f0_hz or o.method not in PITCH_METHODS:
+            return self.formant_scale
+        return self.formant_scale * (o.target_f0_hz / self.target_f0) ** (o.formant_follow * o.pitch_norm_strength)
+
+    @property
     def method(self) -> str:
         """The method and this session's random parameters, e.g. for the JSON `privacy` key."""
         if self.options.method == "pitch+vtl":
@@ -219,7 +229,7 @@ class VoiceDeidentifier:
         samples = _to_float(chunk.samples)
         if chunk.sr != SR:
             samples = resample_poly(samples, SR, chunk.sr)
-        state = _StreamState(self.options, self.alpha, self.speaker, self.formant_scale)
+        state = _StreamState(self.options, self.alpha, self.speaker, self._formant_pre)
         # fed in blocks: same samples as one call (the frame grid is absolute),
         # but the per-batch arrays stay cache-sized on long files
         parts = [state.feed(samples[i : i + PROCESS_BLOCK]) for i in range(0, len(samples), PROCESS_BLOCK)]
@@ -238,7 +248,7 @@ class VoiceDeidentifier:
         if chunk.sr != SR:
             raise UsageError(f"streaming voice de-identification needs {SR} Hz audio, got {chunk.sr} Hz")
         if self._state is None:
-            self._state = _StreamState(self.options, self.alpha, self.speaker, self.formant_scale, chunk.t0)
+            self._state = _StreamState(self.options, self.alpha, self.speaker, self._formant_pre, chunk.t0)
         state = self._state
         t0 = state.t0 + state.emitted / SR
         out = state.feed(_to_float(chunk.samples))
@@ -275,10 +285,9 @@ class SpeakerPitch:
     """The session's running estimate of the speaker's median F0 -> pitch ratios
     (and, with spectrum equalisation, of the speaker's long-term spectrum)."""
 
-    def __init__(self, opts: VoiceDeidOptions, target_hz: float | None = None) -> None:
+    def __init__(self, opts: VoiceDeidOptions, target_hz: float) -> None:
         self.opts = opts
-        # this session's pitch target (target_f0_hz unless a random one was drawn)
-        self.target_hz = opts.target_f0_hz if target_hz is None else target_hz
+        self.target_hz = target_hz  # this session's pitch target (target_f0_hz unless drawn)
         self.median = RunningMedianF0()
         # the speaker's long-term spectrum, when it is equalised too
         self.ltas = (
@@ -322,10 +331,10 @@ class _StreamState:
     """Frame-grid state machine behind `VoiceDeidentifier` (one stream)."""
 
     def __init__(self, opts: VoiceDeidOptions, alpha: float, speaker: SpeakerPitch,
-                 formant_scale: float = 1.0, t0: float = 0.0) -> None:
+                 formant_pre: float = 1.0, t0: float = 0.0) -> None:
         self.opts = opts
         self.alpha = alpha
-        self.formant_scale = formant_scale
+        self.formant_pre = formant_pre  # the session's constant pole-angle pre-scale
         self.t0 = t0
         self.pitch = opts.method in PITCH_METHODS
         self.speaker = speaker  # the session's speaker estimates, shared across streams
@@ -470,13 +479,10 @@ class _StreamState:
         seg = src.get(int(m[0]) * HOP, int(m[-1]) * HOP + WIN)
         idx = (m - m[0])[:, None] * HOP + np.arange(WIN)[None, :]
         alpha = np.full(len(m), self.alpha)
-        pre = np.full(len(m), self.formant_scale)
+        pre = np.full(len(m), self.formant_pre)
         if self.pitch:
             r = self.ratios.at(np.clip(m, 0, None))
             pre = pre * r ** (self.opts.formant_follow - 1.0)
-            if self.speaker.target_hz != self.opts.target_f0_hz:  # the random pitch offset leaves formants
-                follow = self.opts.formant_follow * self.opts.pitch_norm_strength
-                pre = pre * (self.opts.target_f0_hz / self.speaker.target_hz) ** follow
         eq = self.speaker.ltas.gains if self.speaker.ltas is not None else None
         frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT, eq)
         self.out.add(int(m[0]) * HOP, frames, HOP)

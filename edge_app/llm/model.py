@@ -134,29 +134,32 @@ class LlmOptions:
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
-def default_lora_path(models_dir: Path | None = None) -> str | None:
-    """The adapter the manifest marks as default for the bundled model, if its file is there."""
+def _default_lora_entry(models_dir: Path | None) -> dict:
+    """manifest["llm"]["lora"] of the models folder (default: the runtime's), {} if none."""
     import json
 
     models_dir = MODELS_DIR if models_dir is None else models_dir
     try:
         entry = json.loads((models_dir / "manifest.json").read_text()).get("llm", {}).get("lora")
-    except (OSError, ValueError):
-        return None
-    if not entry or not entry.get("default") or not (models_dir / entry["file"]).is_file():
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def default_lora_path(models_dir: Path | None = None) -> str | None:
+    """The adapter the manifest marks as default for the bundled model, if its file is there."""
+    models_dir = MODELS_DIR if models_dir is None else models_dir
+    entry = _default_lora_entry(models_dir)
+    if not entry.get("default") or not (models_dir / entry["file"]).is_file():
         return None
     return str(models_dir / entry["file"])
 
 
 def default_prior_weight(models_dir: Path | None = None) -> float:
     """The prior weight the manifest records with the default adapter (1.0 if none)."""
-    import json
-
-    models_dir = MODELS_DIR if models_dir is None else models_dir
     try:
-        entry = json.loads((models_dir / "manifest.json").read_text()).get("llm", {}).get("lora") or {}
-        return float(entry.get("prior_weight", {}).get("value", 1.0))
-    except (OSError, ValueError, TypeError, AttributeError):
+        return float(_default_lora_entry(models_dir).get("prior_weight", {}).get("value", 1.0))
+    except (ValueError, TypeError, AttributeError):
         return 1.0
 
 
