@@ -20,6 +20,7 @@ import numpy as np
 from edge_app.cues import Cues, PoseSample
 from edge_app.encoders.runtime import AudioEncoder, BodyEncoder, EncoderOptions, EncoderOutput
 from edge_app.llm import LlmOptions, LlmSession
+from edge_app.llm.model import is_default_lora
 from edge_app.errors import UsageError
 from edge_app.records import LABELS, DeidAudio
 
@@ -87,6 +88,16 @@ class Answerer:
         self.audio = AudioEncoder(options.encoders)
         self.body = BodyEncoder(options.encoders)
         self.llm = LlmSession(options.llm)
+        self.session_prior_weight = self._session_prior_weight()
+
+    def _session_prior_weight(self) -> float | None:
+        """The fusion weight while the voice session head answers: the manifest's, when the
+        LLM's own weight is also the manifest's ("auto" with the default adapter), else
+        None (the LLM's weight for every window)."""
+        head = self.audio.session_head
+        if head is None or self.options.llm.prior_weight != "auto" or not is_default_lora(self.llm.lora_path):
+            return None
+        return head.prior_weight
 
     def close(self) -> None:
         self.llm.close()
@@ -94,6 +105,10 @@ class Answerer:
     def _should_reason(self, label: str) -> bool:
         policy = self.options.reasoning
         return policy == "always" or (policy == "on_change" and label != self._last_label)
+
+    def new_session(self) -> None:
+        """A new voice de-identification session began (a new file): forget the speaker's levels."""
+        self.audio.reset_session()
 
     def cancel(self) -> None:
         """Stop an answer in progress at its next token (called at shutdown)."""
@@ -112,12 +127,13 @@ class Answerer:
             embeddings or None,
             llm_cue_lines(cues.describe_body(), cues.describe_voice(),
                           self.options.max_cues_per_modality),
-            prior=_prior(voice, body),  # weighted by llm.prior_weight
+            prior=_prior(voice, body),  # weighted by llm.prior_weight, or the session head's
+            prior_weight=self.session_prior_weight if voice is not None and voice.source == "session" else None,
             reason=self._should_reason,
             deadline=deadline,
         )
         self._last_label = reply.label
-        heads = {name: _head(out) for name, out in (("voice", voice), ("body", body)) if out}
+        heads = {name: head(out) for name, out, head in (("voice", voice, _voice_head), ("body", body, _head)) if out}
         return Answer(
             label=reply.label,
             scores=reply.scores,
@@ -188,6 +204,11 @@ def _head(out: EncoderOutput) -> dict[str, Any]:
         "probs": {lab: round(float(p), 4) for lab, p in zip(out.labels, out.probs)},
         "backend": out.backend,
     }
+
+
+def _voice_head(out: EncoderOutput) -> dict[str, Any]:
+    """The voice head also says whether the session head answered, after how many windows."""
+    return {**_head(out), "source": out.source, "session_windows": out.session_windows}
 
 
 def overall_answer(windows: Sequence[tuple[float, Answer]]) -> dict[str, Any] | None:

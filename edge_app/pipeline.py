@@ -143,6 +143,8 @@ class Analyzer:
         t_start = time.perf_counter()
         info = probe_media(path)
         self.pose.reset()  # tracking state must not leak from one file to the next
+        if self.answerer is not None:
+            self.answerer.new_session()  # each file gets its own voice de-identification session
         warnings: list[str] = []
         with timer("audio_deid"):
             audio = self._audio(path) if info.has_audio else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
-from edge_app.encoders.features import SR, audio_features
+from edge_app.encoders.features import SR, audio_features, audio_features_and_levels
 from edge_app.records import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +179,97 @@ def build_cache(
             for _ in ex.map(_job, todo, chunksize=8):
                 bar.update()
     bar.close()
+
+
+def session_feature_path(cache: Path, u: Utterance, copy: int) -> Path:
+    return cache / "audio" / f"sessions-{deid_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npz"
+
+
+def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
+    """One speaker's clips, in the given order, through ONE de-identifier session (one
+    warp, one running F0 estimate: what a device does while one person talks); with
+    `aug`, one room / microphone / noise condition for the whole session."""
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.records import AudioChunk
+
+    clips, seed, aug = args
+    deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed))
+    for src, dst in clips:
+        if os.path.exists(dst):
+            continue
+        x = read_clip(src)
+        if aug:
+            x = augment(x, np.random.default_rng(seed))  # same draws = same channel all session
+        feats, levels = audio_features_and_levels(deid.process(AudioChunk(0.0, x, SR)).samples)
+        tmp = dst + ".tmp.npz"
+        np.savez(tmp, feats=feats.astype(np.float16), levels=levels)
+        os.replace(tmp, dst)
+    return len(clips)
+
+
+def build_session_cache(
+    utts: list[Utterance], cache: Path, train_copies: int, workers: int = 2, seed: int = 0, progress: bool = True
+) -> None:
+    """Per actor and copy, one de-identification session over all of the actor's clips
+    in a random order; features + levels (.npz). Copy 0 is clean, train copies 1..n
+    get one random channel each. A session is redone as a whole if any clip is missing
+    (its de-identifier state depends on every earlier clip)."""
+    by_actor: dict[int, list[Utterance]] = {}
+    for u in utts:
+        by_actor.setdefault(u.actor, []).append(u)
+    jobs = []
+    for actor, us in sorted(by_actor.items()):
+        for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
+            s = zlib.crc32(f"{seed}:session:{actor}:{c}".encode())
+            order = np.random.default_rng(s).permutation(len(us))
+            clips = [(str(us[i].path), str(session_feature_path(cache, us[i], c))) for i in order]
+            if all(os.path.exists(d) for _, d in clips):
+                continue
+            for _, d in clips:
+                Path(d).unlink(missing_ok=True)
+            Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((clips, s, c > 0))
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(j[0]) for j in jobs), desc="audio sessions (de-identified)", disable=not progress)
+    if workers <= 1:
+        for j in jobs:
+            bar.update(_session_job(j))
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            for n in ex.map(_session_job, jobs):
+                bar.update(n)
+    bar.close()
+
+
+@dataclass
+class Session:
+    """One speaker's de-identified clips in the order the session heard them."""
+
+    actor: int
+    copy: int
+    feats: list[np.ndarray]
+    levels: np.ndarray  # (n, LEVELS_DIM)
+    labels: np.ndarray
+    stems: list[str]
+
+
+def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range, seed: int = 0) -> list[Session]:
+    by_actor: dict[int, list[Utterance]] = {}
+    for u in utts:
+        if split_of(u.actor) == split:
+            by_actor.setdefault(u.actor, []).append(u)
+    out = []
+    for actor, us in sorted(by_actor.items()):
+        for c in copies:
+            order = np.random.default_rng(zlib.crc32(f"{seed}:session:{actor}:{c}".encode())).permutation(len(us))
+            paths = [session_feature_path(cache, us[i], c) for i in order]
+            if not all(p.exists() for p in paths):
+                continue
+            zs = [np.load(p) for p in paths]
+            out.append(Session(actor, c, [z["feats"].astype(np.float32) for z in zs], np.stack([z["levels"] for z in zs]),
+                               np.array([us[i].label for i in order]), [us[i].stem for i in order]))  # fmt: skip
+    return out
 
 
 def load_split(utts: list[Utterance], cache: Path, split: str, copies: range) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

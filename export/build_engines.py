@@ -7,6 +7,8 @@
 Stages, in this order, in one process:
 (1) encoder pre-training with classification heads (audio, body), projector fitted by
     label-anchor alignment (export/llm_space.py); ONNX + INT8 export of encoder+projector;
+    then the voice session head (the audio encoder's architecture on windows relative to
+    the speaker's running average; export/voice_session.py);
 (2) projector alignment through the frozen LLM for the audio encoder (export/llm_align.py,
     `align_projector`; --align-steps, default 40, 0 skips): re-exports the audio ONNX/INT8
     with the aligned projector, recorded under manifest["models"]["audio"]["projector"];
@@ -47,14 +49,14 @@ from tqdm import tqdm
 from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, N_MELS
 from edge_app.records import LABELS
-from export import audio_data, body_data, onnx_export
+from export import audio_data, body_data, onnx_export, voice_session
 from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
 from export.train import predict, scores, spec_augment, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
 # time-axis range of the TensorRT optimisation profiles (frames)
-TRT_PROFILES = {"audio": (32, 400, 1500), "body": (4, 30, 100)}
+TRT_PROFILES = {"audio": (32, 400, 1500), "audio_session": (32, 400, 1500), "body": (4, 30, 100)}
 
 
 @dataclass
@@ -296,6 +298,11 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
     )  # fmt: skip
     print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
     manifest["llm"]["lora"] = entry
+    if voice_session.NAME in manifest["models"]:  # and its own weight while the session head answers
+        head = manifest["models"][voice_session.NAME]
+        head["prior_weight"] = voice_session.choose_prior_weight(
+            a.out, a.cache, a.data, str(a.out / entry["file"]), seed=a.seed, threads=max(1, a.threads))
+        print(f"[lora] session prior weight {head['prior_weight']['value']:g} (validation macro-F1)")
 
 
 def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str, str]:
@@ -308,7 +315,7 @@ def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str
         onnx_path = out / f"{name}_encoder.onnx"
         if not onnx_path.exists():
             continue
-        in_dim = AUDIO_DIM if name == "audio" else BODY_DIM
+        in_dim = AUDIO_DIM if name.startswith("audio") else BODY_DIM
         calib = calib_dir / f"{name}_features.npz"
         engine = out / f"{name}_encoder.engine"
         onnx_export.build_engine(
@@ -349,7 +356,8 @@ def _merge_write(a: argparse.Namespace, manifest: dict) -> Path:
     mpath = a.out / "manifest.json"
     if a.only and not a.quick and mpath.exists():
         disk = json.loads(mpath.read_text())
-        manifest["models"] = {**disk.get("models", {}), a.only: manifest["models"][a.only]}
+        mine = {k: v for k, v in manifest["models"].items() if k == a.only or k.startswith(f"{a.only}_")}
+        manifest["models"] = {**disk.get("models", {}), **mine}
     return write_manifest(a.out, manifest)
 
 
@@ -416,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest["models"][name] = entry
         _merge_write(a, manifest)
     if "audio" in stages:
+        seed_all(a.seed)
+        manifest["models"][voice_session.NAME] = voice_session.build(a, manifest, a.audio_epochs)
+        _merge_write(a, manifest)
         from export.llm_align import shared_llm
 
         with shared_llm():  # stages 2 and 3 read the GGUF into PyTorch once

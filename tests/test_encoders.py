@@ -132,6 +132,56 @@ def test_runtime_encoders_from_models_dir() -> None:
         assert out is not None and out.tokens.shape == (4, 576) and out.labels == ("neutral", "happy", "sad", "angry")
 
 
+def test_relative_to_session_keeps_how_a_window_differs() -> None:
+    from edge_app.encoders.features import N_MELS, SessionLevels, audio_features_and_levels, relative_to_session
+
+    (fl, ll), (fh, lh) = audio_features_and_levels(_tone(2.0, 150.0)), audio_features_and_levels(4 * _tone(2.0, 300.0))
+    assert np.array_equal(fh, audio_features(4 * _tone(2.0, 300.0)))
+    assert np.array_equal(relative_to_session(fh, lh, lh), fh)  # its own levels: per-window features
+    session = SessionLevels()
+    session.add(ll)
+    session.add(lh)
+    session.add(np.full_like(lh, np.nan))  # a window with nothing measurable changes no mean
+    assert session.windows == 3
+    np.testing.assert_allclose(session.mean(), (ll + lh) / 2, rtol=1e-6)
+    rh = relative_to_session(fh, lh, session.mean())
+    voiced = fh[:, N_MELS + 1] > 0.5
+    assert voiced.mean() > 0.8
+    # half an octave above the session's average pitch: +0.5 octave (x2 in the channel), voiced frames only
+    np.testing.assert_allclose(rh[voiced, N_MELS] - fh[voiced, N_MELS], 1.0, atol=0.05)
+    assert np.array_equal(rh[~voiced, N_MELS], fh[~voiced, N_MELS])
+    # 12 dB louder than the other window: +6 dB against the average (ln 4 / 2 in the channel)
+    np.testing.assert_allclose(rh[:, N_MELS + 2] - fh[:, N_MELS + 2], np.log(4.0) / 2, atol=0.05)
+    # per window, both look the same loudness; relative to the session, not
+    assert abs(fl[:, N_MELS + 2].mean() - fh[:, N_MELS + 2].mean()) < 0.05
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_voice_session_head_takes_over_after_min_windows() -> None:
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.encoders import AudioEncoder, EncoderOptions
+
+    if "audio_session" not in json.loads((MODELS / "manifest.json").read_text())["models"]:
+        pytest.skip("no voice session head in models/ (python -m export.voice_session)")
+    enc = AudioEncoder(EncoderOptions(backend="cpu"))
+    assert enc.session_head is not None
+    k = enc.session_head.min_windows
+    deid = VoiceDeidentifier(VoiceDeidOptions(seed=0))
+    windows = [deid.process(AudioChunk(2.0 * i, _tone(2.0, 150.0 + 20 * i), 16000)) for i in range(k + 1)]
+    outs = [enc.encode(w) for w in windows]
+    assert [o.source for o in outs] == ["window"] * (k - 1) + ["session"] * 2
+    assert [o.session_windows for o in outs] == list(range(1, k + 2))
+    assert all(abs(float(o.probs.sum()) - 1) < 1e-4 for o in outs)
+    # the session head changes the label scores only: the injected tokens stay the window encoder's
+    alone = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False))
+    assert alone.session_head is None
+    ref = alone.encode(windows[-1])
+    assert ref.source == "window" and np.array_equal(ref.tokens, outs[-1].tokens)
+    assert not np.allclose(ref.probs, outs[-1].probs)
+    enc.reset_session()  # a new file: its first window is on its own again
+    assert enc.encode(windows[0]).source == ("session" if k == 1 else "window")
+
+
 @pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
 def test_manifest_hashes_match_files() -> None:
     import hashlib
@@ -156,3 +206,38 @@ def test_mirrored_take_swaps_sides_and_keeps_labels() -> None:
     assert np.allclose(m.points[:, 15], clip.points[:, 16] * np.array([-1.0, 1.0, 1.0]))
     assert np.allclose(m.points[:, 0, 1:], clip.points[:, 0, 1:])  # nose: height and depth unchanged
     assert np.allclose(mirrored(m).points, clip.points)  # an involution
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_answerer_fuses_with_the_session_heads_weight_once_it_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answerer passes the session head's own prior weight to the LLM for the windows the
+    session head answers, and no weight (the LLM's own) before that or when a user set one."""
+    pytest.importorskip("llama_cpp")
+    from edge_app.answer import Answerer, AnswerOptions
+    from edge_app.cues import Cues
+    from edge_app.cues.prosody import extract_prosody
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.llm import LlmOptions
+
+    entry = json.loads((MODELS / "manifest.json").read_text())["models"].get("audio_session", {})
+    if "prior_weight" not in entry:
+        pytest.skip("no session prior weight in models/ (python -m export.voice_session)")
+    answerer = Answerer(AnswerOptions())
+    try:
+        assert answerer.session_prior_weight == entry["prior_weight"]["value"]
+        weights = []
+        real = answerer.llm.answer
+        monkeypatch.setattr(answerer.llm, "answer", lambda *a, **k: weights.append(k["prior_weight"]) or real(*a, **k))
+        deid = VoiceDeidentifier(VoiceDeidOptions(seed=0))
+        for i in range(entry["min_windows"]):
+            audio = deid.process(AudioChunk(2.0 * i, _tone(2.0, 150.0 + 15 * i), 16000))
+            out = answerer.answer(Cues(2.0 * i, 2.0 * i + 2, prosody=extract_prosody(audio)), None, audio)
+        assert weights == [None] * (entry["min_windows"] - 1) + [entry["prior_weight"]["value"]]
+        assert out.heads["voice"]["source"] == "session" and out.label in out.scores
+    finally:
+        answerer.close()
+    user = Answerer(AnswerOptions(llm=LlmOptions(prior_weight=2.0)))
+    try:
+        assert user.session_prior_weight is None  # a weight the user set holds for every window
+    finally:
+        user.close()

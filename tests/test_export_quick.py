@@ -56,6 +56,13 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         assert 0.0 <= entry["int8_vs_fp32"]["top1_agreement"] <= 1.0
         assert (out / "calibration" / f"{name}_features.npz").exists()  # cue tensors, not media
     assert manifest["models"]["audio"]["split"]["test_actors"] == [21]
+    # the voice session head: classification only, min_windows chosen on validation
+    head = manifest["models"]["audio_session"]
+    assert (out / head["onnx"]).exists() and head["onnx"] in manifest["files"]
+    assert head["min_windows"] in (1, 2, 3, 5, 8, 12, 20) and head["split"]["val_actors"] == [19]
+    assert head["parity"]["probs_max_abs_diff"] < 1e-5
+    for key in ("test_window_encoder_8class", "test_runtime_8class", "test_head_full_session_8class"):
+        assert head["metrics"][key]["n"] == head["split"]["n_test"] > 0
 
     # the ONNX model runs with a time axis it was never exported with
     import onnxruntime as ort

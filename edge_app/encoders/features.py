@@ -85,6 +85,16 @@ def _f0(x: np.ndarray, n: int) -> np.ndarray:
 
 def audio_features(samples: np.ndarray, options: AudioFeatureOptions | None = None) -> np.ndarray:
     """(T, AUDIO_DIM) float32 features of 16 kHz mono de-identified audio."""
+    return audio_features_and_levels(samples, options)[0]
+
+
+def audio_features_and_levels(
+    samples: np.ndarray, options: AudioFeatureOptions | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`audio_features` plus the window's levels (LEVELS_DIM,): what the per-window
+    normalisation removed (mean log-mel and mean log energy of the speech frames, log2
+    of the median F0, NaN when nothing is voiced). `relative_to_session` puts them back
+    relative to a session's average."""
     o = options or AudioFeatureOptions()
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if len(x) < WIN:
@@ -95,18 +105,64 @@ def audio_features(samples: np.ndarray, options: AudioFeatureOptions | None = No
     energy = np.log(power.sum(axis=1) + 1e-6)
     # speech frames: within 35 dB (natural log ~8) of the loudest; stats use them only
     active = energy > energy.max() - 8.0
-    mel = mel - mel[active].mean(axis=0, keepdims=True)
-    rel_energy = (energy - energy[active].mean()) / 2.0
+    mel_level, energy_level = mel[active].mean(axis=0), energy[active].mean()
+    mel = mel - mel_level
+    rel_energy = (energy - energy_level) / 2.0
     f0 = _f0(x, len(mel))
     voiced = f0 > 0
     logf0 = np.zeros_like(f0)
+    f0_level = np.nan
     if voiced.any():
         # in octaves relative to the median: +1 = an octave above the speaker's level
-        logf0[voiced] = np.log2(f0[voiced] / np.median(f0[voiced]))
+        med = np.median(f0[voiced])
+        logf0[voiced] = np.log2(f0[voiced] / med)
+        f0_level = float(np.log2(med))
     feats = np.concatenate(
         [mel / 4.0, (2.0 * logf0)[:, None], voiced[:, None].astype(np.float32), rel_energy[:, None]], axis=1
     )
-    return np.nan_to_num(feats).astype(np.float32)
+    levels = np.concatenate([mel_level, [energy_level, f0_level]]).astype(np.float32)
+    return np.nan_to_num(feats).astype(np.float32), levels
+
+
+LEVELS_DIM = N_MELS + 2  # mean log-mel, mean log energy, log2 median F0
+
+
+def relative_to_session(feats: np.ndarray, levels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Window features re-normalised by a session's average levels instead of the
+    window's own: band energies, loudness and pitch then keep how this window differs
+    from the speaker's usual (louder, brighter, higher: arousal cues that per-window
+    normalisation removes). Only meaningful within ONE de-identification session (one
+    speaker, one microphone, one voice warp). `reference` = the window's own levels
+    gives back `feats` unchanged."""
+    out = feats.copy()
+    d = np.nan_to_num(levels - reference)  # no F0 on either side: no pitch offset
+    out[:, :N_MELS] += d[:N_MELS] / 4.0
+    out[:, N_MELS + 2] += d[N_MELS] / 2.0
+    voiced = out[:, N_MELS + 1] > 0.5
+    out[voiced, N_MELS] += 2.0 * d[N_MELS + 1]
+    return out
+
+
+class SessionLevels:
+    """Running mean of window levels over one de-identification session."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._sum = np.zeros(LEVELS_DIM, np.float64)
+        self._count = np.zeros(LEVELS_DIM, np.int64)
+        self.windows = 0
+
+    def add(self, levels: np.ndarray) -> None:
+        ok = np.isfinite(levels)
+        self._sum[ok] += levels[ok]
+        self._count[ok] += 1
+        self.windows += 1
+
+    def mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self._sum / self._count).astype(np.float32)  # NaN where never seen
 
 
 def body_features_from_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -13,14 +13,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
 
 from edge_app.encoders.backend import Backend, Runner, open_runner
-from edge_app.encoders.features import BODY_FPS, SR, audio_features, body_features
+from edge_app.encoders.features import (
+    BODY_FPS,
+    SR,
+    SessionLevels,
+    audio_features_and_levels,
+    body_features,
+    relative_to_session,
+)
 from edge_app.errors import UsageError
 from edge_app.records import LABELS, DeidAudio
 
@@ -43,6 +50,11 @@ class EncoderOptions:
     threads: int = 1
     # shortest input worth encoding, seconds; shorter windows return None
     min_duration_s: float = 0.3
+    # once one voice session (a file, or a live run) has had the manifest's `min_windows`
+    # speech windows, the voice label comes from the session head, which reads each
+    # window relative to the speaker's running average (export/voice_session.py);
+    # False: every window on its own, as for a single short clip
+    voice_session: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class EncoderOutput:
     probs: np.ndarray  # (len(labels),)
     labels: tuple[str, ...]
     backend: str
+    # "window": the window encoder's own head; "session": the voice session head
+    # (after `session_windows` speech windows of this session)
+    source: str = "window"
+    session_windows: int = 0
 
     @property
     def label(self) -> str:
@@ -73,7 +89,9 @@ class _Encoder:
         manifest = d / "manifest.json"
         if not manifest.exists():
             raise UsageError(f"no {manifest}: run `python -m export.build_engines` first")
-        entry = json.loads(manifest.read_text())["models"][self.name]
+        self.manifest = json.loads(manifest.read_text())
+        entry = self.manifest["models"][self.name]
+        self.entry = entry
         self.labels: tuple[str, ...] = tuple(entry["labels"])
         onnx = d / (entry["onnx_int8"] if self.options.int8 and entry.get("onnx_int8") else entry["onnx"])
         engine = d / entry["engine"] if entry.get("engine") else None
@@ -89,9 +107,22 @@ class _Encoder:
 
 
 class AudioEncoder(_Encoder):
-    """De-identified speech window -> tokens + 8-class emotion probabilities."""
+    """De-identified speech window -> tokens + 8-class emotion probabilities.
+
+    Keeps the running levels of the current voice session; call `reset_session()`
+    whenever the de-identifier starts a new one (a new file)."""
 
     name = "audio"
+
+    def __init__(self, options: EncoderOptions | None = None) -> None:
+        super().__init__(options)
+        self.levels = SessionLevels()
+        self.session_head: SessionHead | None = None
+        if self.options.voice_session and SessionHead.name in self.manifest["models"]:
+            self.session_head = SessionHead(self.options)
+
+    def reset_session(self) -> None:
+        self.levels.reset()
 
     def encode(self, audio: DeidAudio) -> EncoderOutput | None:
         if not isinstance(audio, DeidAudio):
@@ -101,7 +132,29 @@ class AudioEncoder(_Encoder):
         x = np.asarray(audio.samples, np.float32)
         if audio.sr != SR:
             x = resample_poly(x, SR, int(audio.sr)).astype(np.float32)
-        return self._run(audio_features(x))
+        feats, levels = audio_features_and_levels(x)
+        out = self._run(feats)
+        self.levels.add(levels)
+        head = self.session_head
+        if head is None or self.levels.windows < head.min_windows:
+            return replace(out, session_windows=self.levels.windows)
+        rel = head._run(relative_to_session(feats, levels, self.levels.mean()))
+        # the tokens stay the window encoder's: the LLM was aligned and tuned on those
+        return replace(out, probs=rel.probs, source="session", session_windows=self.levels.windows)
+
+
+class SessionHead(_Encoder):
+    """The voice session head (classification only), see export/voice_session.py."""
+
+    name = "audio_session"
+
+    def __init__(self, options: EncoderOptions | None = None) -> None:
+        super().__init__(options)
+        self.min_windows = int(self.entry.get("min_windows", 1))
+        # the label fusion's prior weight while this head answers, chosen with the default
+        # adapter (export/voice_session.choose_prior_weight); None: not recorded
+        pw = self.entry.get("prior_weight", {}).get("value")
+        self.prior_weight: float | None = None if pw is None else float(pw)
 
 
 class BodyEncoder(_Encoder):

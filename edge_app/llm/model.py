@@ -111,10 +111,7 @@ class LlmOptions:
         """The prior weight to use with the adapter `lora_path` (the resolved one)."""
         if self.prior_weight != "auto":
             return float(self.prior_weight)
-        default = default_lora_path()
-        if lora_path is None or default is None or Path(lora_path).resolve() != Path(default).resolve():
-            return 1.0
-        return default_prior_weight()
+        return default_prior_weight() if is_default_lora(lora_path) else 1.0
 
     def resolved_decode_threads(self) -> int:
         if self.n_threads_decode is not None:
@@ -153,6 +150,12 @@ def default_lora_path(models_dir: Path | None = None) -> str | None:
     if not entry.get("default") or not (models_dir / entry["file"]).is_file():
         return None
     return str(models_dir / entry["file"])
+
+
+def is_default_lora(lora_path: str | None) -> bool:
+    """Is `lora_path` the manifest's default adapter (the one the recorded weights are for)?"""
+    default = default_lora_path()
+    return lora_path is not None and default is not None and Path(lora_path).resolve() == Path(default).resolve()
 
 
 def default_prior_weight(models_dir: Path | None = None) -> float:
