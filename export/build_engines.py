@@ -300,9 +300,11 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
     manifest["llm"]["lora"] = entry
     if voice_session.NAME in manifest["models"]:  # and its own weight while the session head answers
         head = manifest["models"][voice_session.NAME]
-        head["prior_weight"] = voice_session.choose_prior_weight(
-            a.out, a.cache, a.data, str(a.out / entry["file"]), seed=a.seed, threads=max(1, a.threads))
-        print(f"[lora] session prior weight {head['prior_weight']['value']:g} (validation macro-F1)")
+        weight = voice_session.choose_prior_weight(
+            a.out, a.cache, a.data, str(a.out / entry["file"]), a.seed, max(1, a.threads), a.quick)
+        if weight is not None:
+            head["prior_weight"] = weight
+            print(f"[lora] session prior weight {weight['value']:g} (validation macro-F1)")
 
 
 def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str, str]:

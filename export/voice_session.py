@@ -105,12 +105,17 @@ def window_inputs(sessions: Sequence[Session]) -> list[np.ndarray]:
     return [f for s in sessions for f in s.feats]
 
 
+def session_utterances(data: Path, quick: bool) -> list[audio_data.Utterance]:
+    """The clips the sessions are made of (a session's order depends on its clip list);
+    quick: 2 train actors, 1 val, 1 test, 4 emotions (the actors of build_engines --quick)."""
+    utts = audio_data.load_ravdess(data)
+    return [u for u in utts if u.actor in (1, 2, 19, 21) and u.label in (0, 2, 3, 4)] if quick else utts
+
+
 def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     """Train, export, choose min_windows on validation, score test; returns the manifest entry."""
-    utts = audio_data.load_ravdess(a.data)
-    copies = 2
-    if a.quick:  # the same subset as build_engines --quick: 2 train actors, 1 val, 1 test
-        utts, copies = [u for u in utts if u.actor in (1, 2, 19, 21) and u.label in (0, 2, 3, 4)], 0
+    utts = session_utterances(a.data, a.quick)
+    copies = 0 if a.quick else 2
     audio_data.build_session_cache(utts, a.cache, copies, workers=a.workers, seed=a.seed)
     train = audio_data.load_sessions(utts, a.cache, "train", range(copies + 1), a.seed)
     val = audio_data.load_sessions(utts, a.cache, "val", range(1), a.seed)
@@ -160,22 +165,26 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     return entry
 
 
-def choose_prior_weight(models: Path, cache: Path, data: Path, lora: str | None, seed: int = 0, threads: int = 1) -> dict:
+def choose_prior_weight(models: Path, cache: Path, data: Path, lora: str | None, seed: int = 0, threads: int = 1,
+                        quick: bool = False) -> dict | None:
     """The encoder prior's weight in the label fusion while the session head answers,
     chosen like export/prior_weight.py (same grid and tie rule, llama.cpp runtime path) on
     the validation sessions' windows from `min_windows` on, with that head's probabilities
     as the prior. Why a weight of its own: the LLM reads the window encoder's tokens, which
     know nothing of the session, and with the window weight its log-probs outvote a head
-    that is better than it (benchmarks/results/voice_session_llm.md)."""
+    that is better than it (benchmarks/results/voice_session_llm.md). None when the
+    validation sessions are shorter than `min_windows` (the runtime then keeps the LLM's weight)."""
     from export import prior_weight
     from export.llm_lora import voice_cues
 
     manifest = json.loads((models / "manifest.json").read_text())
     head = manifest["models"][NAME]
-    utts = [u for u in audio_data.load_ravdess(data) if audio_data.split_of(u.actor) == "val"]
+    utts = [u for u in session_utterances(data, quick) if audio_data.split_of(u.actor) == "val"]
     sessions = audio_data.load_sessions(utts, cache, "val", range(1), seed)
     pos = positions(sessions)
     keep = pos + 1 >= head["min_windows"]
+    if not keep.any():
+        return None
     feats = [f for f, k in zip(window_inputs(sessions), keep) if k]
     stems = [st for s in sessions for st in s.stems]
     cues = voice_cues([{u.stem: u for u in utts}[st] for st, k in zip(stems, keep) if k], cache, seed)
@@ -262,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge_app.llm.model import default_lora_path
 
     lora = default_lora_path(a.out)
-    if lora is not None:  # the label fusion's weight while this head answers (needs the stage-3 adapter)
-        entry["prior_weight"] = choose_prior_weight(a.out, a.cache, a.data, lora, a.seed, threads=2)
+    weight = choose_prior_weight(a.out, a.cache, a.data, lora, a.seed, 2, a.quick) if lora else None
+    if weight is not None:  # the label fusion's weight while this head answers (needs the stage-3 adapter)
+        entry["prior_weight"] = weight
         write_manifest(a.out, manifest)
     if not a.quick:
         write_report(entry, a.report)

@@ -144,6 +144,10 @@ def test_relative_to_session_keeps_how_a_window_differs() -> None:
     session.add(np.full_like(lh, np.nan))  # a window with nothing measurable changes no mean
     assert session.windows == 3
     np.testing.assert_allclose(session.mean(), (ll + lh) / 2, rtol=1e-6)
+    short = SessionLevels(horizon=2)  # past the horizon: an exponential average of the recent windows
+    for lv in (ll, ll, lh):
+        short.add(lv)
+    np.testing.assert_allclose(short.mean(), (ll + lh) / 2, rtol=1e-6)
     rh = relative_to_session(fh, lh, session.mean())
     voiced = fh[:, N_MELS + 1] > 0.5
     assert voiced.mean() > 0.8

@@ -116,5 +116,9 @@ def test_build_engines_quick(tmp_path: Path) -> None:
 
         assert lora["prior_weight"]["value"] in GRID and len(lora["prior_weight"]["grid"]) == len(GRID)
         assert "[lora] prior weight" in proc.stdout
+        # and the session head's own weight, on the validation session's windows it answers
+        session_weight = manifest["models"]["audio_session"]["prior_weight"]
+        assert session_weight["value"] in GRID and "actors 19-20 as sessions" in session_weight["val"]
+        assert "[lora] session prior weight" in proc.stdout
     else:
         assert "stage 3 (LoRA): skipped" in proc.stdout

@@ -144,25 +144,28 @@ def relative_to_session(feats: np.ndarray, levels: np.ndarray, reference: np.nda
 
 
 class SessionLevels:
-    """Running mean of window levels over one de-identification session."""
+    """Running mean of window levels over one de-identification session: the plain mean
+    of the first `horizon` windows, then an exponential average over about the last
+    `horizon` (a long live run follows the speaker and the room instead of its first hour)."""
 
-    def __init__(self) -> None:
+    def __init__(self, horizon: int = 200) -> None:
+        self.horizon = max(1, int(horizon))
         self.reset()
 
     def reset(self) -> None:
-        self._sum = np.zeros(LEVELS_DIM, np.float64)
+        self._mean = np.full(LEVELS_DIM, np.nan, np.float64)
         self._count = np.zeros(LEVELS_DIM, np.int64)
         self.windows = 0
 
     def add(self, levels: np.ndarray) -> None:
-        ok = np.isfinite(levels)
-        self._sum[ok] += levels[ok]
+        ok = np.isfinite(levels)  # F0 is NaN for a window with nothing voiced
         self._count[ok] += 1
+        rate = np.maximum(1.0 / np.maximum(self._count, 1), 1.0 / self.horizon)
+        self._mean[ok] = np.where(self._count[ok] == 1, levels[ok], self._mean[ok] + rate[ok] * (levels[ok] - self._mean[ok]))
         self.windows += 1
 
     def mean(self) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (self._sum / self._count).astype(np.float32)  # NaN where never seen
+        return self._mean.astype(np.float32)  # NaN where never seen
 
 
 def body_features_from_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -55,6 +55,9 @@ class EncoderOptions:
     # window relative to the speaker's running average (export/voice_session.py);
     # False: every window on its own, as for a single short clip
     voice_session: bool = True
+    # the session's levels: the plain mean of its first N speech windows, then an
+    # exponential average over about the last N (follows a new speaker or room in a long run)
+    voice_session_horizon: int = 200
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class AudioEncoder(_Encoder):
 
     def __init__(self, options: EncoderOptions | None = None) -> None:
         super().__init__(options)
-        self.levels = SessionLevels()
+        self.levels = SessionLevels(self.options.voice_session_horizon)
         self.session_head: SessionHead | None = None
         if self.options.voice_session and SessionHead.name in self.manifest["models"]:
             self.session_head = SessionHead(self.options)
