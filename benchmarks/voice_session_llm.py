@@ -86,9 +86,9 @@ def main() -> None:
     res = {k: {"8class": scores(y[pick], p), "4class": scores(y[pick], p, FOUR)} for k, p in rows.items()}
     lines = [
         "# The runtime's label with and without the voice session head", "",
-        f"Command: `python benchmarks/voice_session_llm.py --items {a.items}`. RAVDESS test actors 21-24, one "
-        f"de-identification session per actor; {len(pick)} random clips; SmolLM2 Q4_1 via llama.cpp, adapter "
-        f"`{Path(str(lora)).name if lora else 'none'}`, prior weight {weight}; {time.perf_counter() - t0:.0f} s.", "",
+        (f"Command: `python benchmarks/voice_session_llm.py --items {a.items}`. RAVDESS test actors 21-24, one "
+         f"de-identification session per actor; {len(pick)} random clips; SmolLM2 Q4_1 via llama.cpp, adapter "
+         f"`{Path(str(lora)).name if lora else 'none'}`, prior weight {weight}; {time.perf_counter() - t0:.0f} s."), "",
         "| answer | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for k, v in res.items():

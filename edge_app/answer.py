@@ -19,9 +19,9 @@ import numpy as np
 
 from edge_app.cues import Cues, PoseSample
 from edge_app.encoders.runtime import AudioEncoder, BodyEncoder, EncoderOptions, EncoderOutput
+from edge_app.errors import UsageError
 from edge_app.llm import LlmOptions, LlmSession
 from edge_app.llm.model import is_default_lora
-from edge_app.errors import UsageError
 from edge_app.records import LABELS, DeidAudio
 
 EPS = 1e-4

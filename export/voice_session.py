@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from edge_app.encoders.features import AUDIO_DIM, N_MELS, relative_to_session
 from edge_app.records import LABELS
@@ -215,12 +215,12 @@ def write_report(entry: dict, path: Path) -> Path:
             ("session head, average over the whole session (all its clips heard)", "head_full_session")]  # fmt: skip
     lines = [
         "# Voice session head (export/voice_session.py)", "",
-        "Command: `python -m export.voice_session`. RAVDESS speech, one de-identification session per actor "
-        "(all of the actor's clips in a random order through one `VoiceDeidentifier`, as a device hears one "
-        "speaker); each clip is one window. Train actors 1-18 (clean + "
-        f"{entry['split']['augmented_sessions']} augmented sessions per actor), validation "
-        "19-20 (early stopping, `min_windows`), test 21-24 (scored once). Runtime answers replay each session "
-        "in order with the running average of the levels heard so far.", "",
+        ("Command: `python -m export.voice_session`. RAVDESS speech, one de-identification session per actor "
+         "(all of the actor's clips in a random order through one `VoiceDeidentifier`, as a device hears one "
+         "speaker); each clip is one window. Train actors 1-18 (clean + "
+         f"{entry['split']['augmented_sessions']} augmented sessions per actor), validation "
+         "19-20 (early stopping, `min_windows`), test 21-24 (scored once). Runtime answers replay each session "
+         "in order with the running average of the levels heard so far."), "",
         "| answer | split | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 | n |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -230,8 +230,8 @@ def write_report(entry: dict, path: Path) -> Path:
             lines.append(f"| {title} | {split} | {a8['accuracy']:.3f} | {a8['macro_f1']:.3f} | {a4['accuracy']:.3f} "
                          f"| {a4['macro_f1']:.3f} | {a8['n']} |")
     grid = ", ".join(f"{k}: {v}" for k, v in m["min_windows_grid_val_macro_f1"].items())
-    lines += ["", f"`min_windows` = {entry['min_windows']}, chosen on validation by runtime macro-F1 (ties within "
-              f"0.01 to the larger value): {grid}.", ""]
+    lines += ["", (f"`min_windows` = {entry['min_windows']}, chosen on validation by runtime macro-F1 (ties "
+                   f"within 0.01 to the larger value): {grid}."), ""]
     if "prior_weight" in entry:
         pw = entry["prior_weight"]
         lines += [f"Label-fusion weight of this head's prior while it answers: **{pw['value']:g}**, chosen on "

@@ -10,7 +10,13 @@ pytest.importorskip("torch")
 
 from edge_app.encoders.features import audio_features_and_levels  # noqa: E402
 from export.audio_data import Session  # noqa: E402
-from export.voice_session import MIN_WINDOWS_GRID, choose_min_windows, mean_levels, relative, runtime_answers  # noqa: E402
+from export.voice_session import (  # noqa: E402
+    MIN_WINDOWS_GRID,
+    choose_min_windows,
+    mean_levels,
+    relative,
+    runtime_answers,
+)
 
 
 def _tone(f0: float, gain: float) -> np.ndarray:
