@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_app.encoders.features import AUDIO_DIM, N_MELS, relative_to_session
+from edge_app.encoders.features import AUDIO_DIM, N_MELS, SessionLevels, relative_to_session
+from edge_app.encoders.runtime import EncoderOptions
 from edge_app.records import LABELS
 from export import audio_data, body_data, onnx_export
 from export.audio_data import Session
@@ -63,11 +64,16 @@ class HeadWrapper(nn.Module):
 
 
 def relative(session: Session, causal: bool) -> list[np.ndarray]:
-    """Each clip relative to the session's mean levels: of all its clips, or (causal) of
-    the clips heard so far, itself included: what the runtime has at that moment."""
-    out = []
-    for i, (f, lv) in enumerate(zip(session.feats, session.levels)):
-        out.append(relative_to_session(f, lv, mean_levels(session.levels[: i + 1] if causal else session.levels)))
+    """Each clip relative to the session's levels: the mean of all its clips, or (causal)
+    the runtime's running average of the clips heard so far, itself included (SessionLevels
+    with the runtime's default horizon): what the device has at that moment."""
+    if not causal:
+        full = mean_levels(session.levels)
+        return [relative_to_session(f, lv, full) for f, lv in zip(session.feats, session.levels)]
+    running, out = SessionLevels(EncoderOptions.voice_session_horizon), []
+    for f, lv in zip(session.feats, session.levels):
+        running.add(lv)
+        out.append(relative_to_session(f, lv, running.mean()))
     return out
 
 

@@ -148,7 +148,7 @@ class SessionLevels:
     of the first `horizon` windows, then an exponential average over about the last
     `horizon` (a long live run follows the speaker and the room instead of its first hour)."""
 
-    def __init__(self, horizon: int = 200) -> None:
+    def __init__(self, horizon: int = 10) -> None:
         self.horizon = max(1, int(horizon))
         self.reset()
 

@@ -56,8 +56,10 @@ class EncoderOptions:
     # False: every window on its own, as for a single short clip
     voice_session: bool = True
     # the session's levels: the plain mean of its first N speech windows, then an
-    # exponential average over about the last N (follows a new speaker or room in a long run)
-    voice_session_horizon: int = 200
+    # exponential average over about the last N, so a new speaker or room is followed;
+    # 10 was chosen on validation speakers, alone and after another speaker in the same
+    # session (benchmarks/voice_session_switch.py)
+    voice_session_horizon: int = 10
 
 
 @dataclass(frozen=True)
