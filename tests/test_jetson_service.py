@@ -168,7 +168,11 @@ def test_install_refuses_without_root():
 def test_example_config_parses_and_output_section_is_valid():
     with open(CONFIG, "rb") as fh:
         config = tomllib.load(fh)
-    assert set(config) == {"analysis", "video", "voice", "cues", "output", "live"}
+    assert set(config) == {"analysis", "video", "voice", "cues", "answer", "output", "live"}
+    assert config["answer"]["encoders"] == {"voice_session": True, "voice_session_horizon": 10}
+    from edge_app.encoders.runtime import EncoderOptions
+
+    EncoderOptions(**config["answer"]["encoders"])  # unknown keys would raise TypeError
     assert config["live"] == {
         "camera": "0",
         "mic": "default",
