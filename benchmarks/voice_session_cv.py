@@ -7,7 +7,7 @@ session, on the windows it answers at run time (from `min_windows` on, the runti
 running average with its horizon). Variants, by the reference the training windows are
 normalised with:
 
-- full: each training window relative to its whole session's average (what 0.6 shipped with)
+- full: each training window relative to its whole session's average (the committed head)
 - causal: the runtime's running average at that window, windows from `min_windows` on only
 
     python benchmarks/voice_session_cv.py          # both variants, about 15 min on 2 cores
