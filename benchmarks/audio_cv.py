@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from edge_app.encoders.features import AUDIO_DIM, N_MELS  # noqa: E402
-from export import audio_data, body_data  # noqa: E402
+from export import audio_data, default_data  # noqa: E402
 from export.models import EncoderConfig  # noqa: E402
 from export.train import predict, scores, spec_augment, train_encoder  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name")
     ap.add_argument("overrides", nargs="?", default="{}", help="JSON recipe overrides (default: {})")
-    ap.add_argument("--data", type=Path, default=body_data.default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--out", type=Path, default=ROOT / ".cache/audio_cv.jsonl")
     a = ap.parse_args()

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edge_app.encoders.features import BODY_DIM  # noqa: E402
-from export import body_data  # noqa: E402
+from export import body_data, default_data  # noqa: E402
 from export.models import EncoderConfig  # noqa: E402
 from export.train import predict, scores, train_encoder  # noqa: E402
 
@@ -57,7 +57,7 @@ def fold(clips: list, styles: list[str], held_out: str, mirror: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=body_data.default_data())
+    ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="3D joint cache")
     ap.add_argument("--variants", default="base,mirror", help="comma list of base, mirror (default both)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/body_loco.json")

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from edge_app.encoders.features import AUDIO_DIM, N_MELS  # noqa: E402
 from edge_app.records import LABELS  # noqa: E402
-from export import audio_data, body_data, voice_session  # noqa: E402
+from export import audio_data, default_data, voice_session  # noqa: E402
 from export.models import EncoderConfig  # noqa: E402
 from export.train import predict, scores, spec_augment, train_encoder  # noqa: E402
 
@@ -46,7 +46,7 @@ def training_set(sessions: list, variant: str, start: int) -> tuple[list[np.ndar
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=body_data.default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="for min_windows (default: %(default)s)")
     ap.add_argument("--variants", default="full,causal")

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from edge_app.records import LABELS  # noqa: E402
-from export import audio_data, body_data, voice_session  # noqa: E402
+from export import audio_data, default_data, voice_session  # noqa: E402
 from export.onnx_export import run_onnx  # noqa: E402
 from export.train import scores  # noqa: E402
 
@@ -37,7 +37,7 @@ FOUR = voice_session.FOUR
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=body_data.default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--items", type=int, default=120, help="test clips answered (default: %(default)s)")

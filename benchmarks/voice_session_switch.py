@@ -24,8 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from edge_app.encoders.features import SR, SessionLevels, audio_features_and_levels, relative_to_session  # noqa: E402
-from export import audio_data, body_data, voice_session  # noqa: E402
+from edge_app.encoders.features import (  # noqa: E402
+    SR,
+    SessionLevels,
+    audio_features_and_levels,
+    relative_to_session,
+)
+from export import audio_data, default_data, voice_session  # noqa: E402
 from export.onnx_export import run_onnx  # noqa: E402
 from export.train import scores  # noqa: E402
 
@@ -58,7 +63,7 @@ def answers(items: list[tuple[np.ndarray, np.ndarray]], horizon: int, models: Pa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=body_data.default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/voice_session_switch.md")
     a = ap.parse_args()

@@ -30,6 +30,7 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from edge_app.encoders.features import SR, audio_features, audio_features_and_levels
 from edge_app.records import LABELS
+from export import default_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ACTORS = tuple(range(1, 19))
@@ -290,7 +291,7 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", Path(__file__).parents[1] / "../shared/data")))
+    ap.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     ap.add_argument("--cache", type=Path, default=Path(__file__).parents[1] / ".cache/features")
     ap.add_argument("--copies", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)

@@ -10,7 +10,6 @@ function the runtime applies to live `PoseSample`s.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -147,5 +146,3 @@ def make_set(clips: list[Clip], split: str, per_clip: int, seed: int, augment: b
     return xs, np.array(ys), np.array(ss), np.array(ids)
 
 
-def default_data() -> Path:
-    return Path(os.environ.get("DEEMO_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))

@@ -37,7 +37,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import platform
 import random
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from tqdm import tqdm
 from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, N_MELS
 from edge_app.records import LABELS
-from export import audio_data, body_data, onnx_export, voice_session
+from export import audio_data, body_data, default_data, onnx_export, voice_session
 from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
 from export.train import predict, scores, spec_augment, train_encoder
 
@@ -290,7 +289,8 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
         "projector": manifest["models"]["audio"]["projector"]["method"].split(":")[0],
     }  # fmt: skip
     print(f"[lora] val before {json.dumps(entry['val_before'])} after {json.dumps(entry['val_after'])}")
-    from export import prior_weight  # the encoder prior's weight for this adapter's answers, on validation
+    # the encoder prior's weight for this adapter's answers, on validation
+    from export import prior_weight
 
     entry["prior_weight"] = prior_weight.choose_for_build(
         a.out, a.cache, a.data, str(a.out / entry["file"]), n_val=4 if a.quick else 120, seed=a.seed,
@@ -365,7 +365,7 @@ def _merge_write(a: argparse.Namespace, manifest: dict) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
+    ap.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     ap.add_argument("--out", type=Path, default=None, help="models folder (default models/, --quick: .cache/quick/models)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="feature + checkpoint cache, gitignored (default .cache/features, --quick: .cache/quick/features)")

@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
@@ -36,7 +35,7 @@ from sklearn.metrics import confusion_matrix
 from tqdm import tqdm
 
 from edge_app.records import LABELS
-from export import audio_data, body_data, judge
+from export import audio_data, body_data, default_data, judge
 from export.onnx_export import run_onnx
 from export.train import scores
 
@@ -264,7 +263,7 @@ def markdown(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
+    ap.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import time
 
 import numpy as np
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from edge_app.llm import prompt
 from edge_app.llm.model import find_bundled_gguf
 from edge_app.records import LABELS
-from export import audio_data
+from export import audio_data, default_data
 from export.build_engines import FOUR, ROOT, Stage, export_stage, write_manifest
 from export.models import CueEncoder, EncoderConfig, Projector
 from export.train import scores
@@ -217,7 +216,7 @@ def align_projector(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
+    ap.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--out", type=Path, default=ROOT / "models")
     ap.add_argument("--calib", type=Path, default=None,

@@ -48,7 +48,6 @@ if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root
 import argparse
 import copy
 import json
-import math
 import os
 import re
 import time
@@ -58,7 +57,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from edge_app.records import LABELS
-from export import audio_data
+from export import audio_data, default_data
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER_NAME = "smollm2_lora.gguf"
@@ -518,7 +517,7 @@ def train(a: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")))
+    ap.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="manifest + audio ONNX (stage 2)")
     ap.add_argument("--out", type=Path, default=None, help="where the adapter goes (default: --models)")

@@ -25,14 +25,13 @@ if __package__ in (None, ""):  # run as `python export/prior_weight.py`
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
 from scipy.special import softmax
 
 from edge_app.records import LABELS
-from export import audio_data
+from export import audio_data, default_data
 from export.train import scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +90,7 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data")),
+    ap.add_argument("--data", type=Path, default=default_data(),
                     help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="feature cache (default: %(default)s)")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="manifest, audio ONNX, adapter (default: %(default)s)")

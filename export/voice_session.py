@@ -39,7 +39,7 @@ from torch import nn
 from edge_app.encoders.features import AUDIO_DIM, N_MELS, SessionLevels, relative_to_session
 from edge_app.encoders.runtime import EncoderOptions
 from edge_app.records import LABELS
-from export import audio_data, body_data, onnx_export
+from export import audio_data, default_data, onnx_export
 from export.audio_data import Session
 from export.models import CueEncoder, EncoderConfig
 from export.train import scores, spec_augment, train_encoder
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.build_engines import write_manifest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=body_data.default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--out", type=Path, default=None, help="models folder with manifest.json (default models/, --quick: .cache/quick/models)")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache (default .cache/features, --quick: .cache/quick/features)")
     ap.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s, as the window encoder)")
