@@ -45,8 +45,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/voice_session_llm.md")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    import onnxruntime as ort
-
     from edge_app.llm import LlmOptions, LlmSession
     from export.llm_lora import runtime_cue_lines, voice_cues
 
@@ -65,16 +63,15 @@ def main() -> None:
     session_weight = head.get("prior_weight", {}).get("value")  # as Answerer: only with the default adapter
     cues = voice_cues([{u.stem: u for u in utts}[s] for s in stems], a.cache, a.seed, workers=2)
     pick = np.sort(np.random.default_rng(a.seed).permutation(len(y))[: a.items])
-    sess = ort.InferenceSession(str(a.models / window["onnx"]), providers=["CPUExecutionProvider"])
+    tokens = voice_session.run_tokens(a.models / window["onnx"], [feats[i] for i in pick])
     got: dict[str, list[np.ndarray]] = {"window_prior": [], "session_prior": []}
     t0 = time.perf_counter()
     with LlmSession(LlmOptions(n_threads=a.threads)) as llm:
-        for i in tqdm(pick, desc="LLM answers"):
-            tokens, _ = sess.run(["tokens", "probs"], {"frames": feats[i][None]})
+        for i, tok in zip(tqdm(pick, desc="LLM answers"), tokens):
             lines = runtime_cue_lines(cues[stems[i]])
             in_session = pos[i] + 1 >= head["min_windows"] and session_weight is not None
             for key, prior, w in (("window_prior", pw[i], None), ("session_prior", pr[i], session_weight if in_session else None)):
-                ans = llm.answer({"voice": tokens}, lines, prior=np.log(prior + 1e-6), prior_weight=w, reason=False)
+                ans = llm.answer({"voice": tok}, lines, prior=np.log(prior + 1e-6), prior_weight=w, reason=False)
                 got[key].append(np.array([ans.scores[lab] for lab in LABELS]))
         weight, lora = llm.prior_weight, llm.lora_path
     rows = {

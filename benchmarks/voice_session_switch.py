@@ -24,12 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from edge_app.encoders.features import (  # noqa: E402
-    SR,
-    SessionLevels,
-    audio_features_and_levels,
-    relative_to_session,
-)
+from edge_app.encoders.features import SR, audio_features_and_levels  # noqa: E402
 from export import audio_data, default_data, voice_session  # noqa: E402
 from export.onnx_export import run_onnx  # noqa: E402
 from export.train import scores  # noqa: E402
@@ -50,12 +45,8 @@ def _session(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def answers(items: list[tuple[np.ndarray, np.ndarray]], horizon: int, models: Path, head: dict, window: dict) -> np.ndarray:
-    """Runtime voice probabilities per clip, causal, one running `SessionLevels`."""
-    levels = SessionLevels(horizon)
-    rel = []
-    for f, lv in items:
-        levels.add(lv)
-        rel.append(relative_to_session(f, lv, levels.mean()))
+    """Runtime voice probabilities per clip, causal, one running average at `horizon`."""
+    rel = voice_session.relative_running([f for f, _ in items], [lv for _, lv in items], horizon)
     pw = run_onnx(models / window["onnx"], [f for f, _ in items])
     pc = run_onnx(models / head["onnx"], rel)
     return voice_session.runtime_answers(pw, pc, np.arange(len(items)), head["min_windows"])

@@ -186,6 +186,13 @@ def session_feature_path(cache: Path, u: Utterance, copy: int) -> Path:
     return cache / "audio" / f"sessions-{deid_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npz"
 
 
+def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.ndarray]:
+    """A session's de-identifier seed and the order its n clips are heard in (the cache
+    builder and the loader must agree on both)."""
+    s = zlib.crc32(f"{seed}:session:{actor}:{copy}".encode())
+    return s, np.random.default_rng(s).permutation(n)
+
+
 def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
     """One speaker's clips, in the given order, through ONE de-identifier session (one
     warp, one running F0 estimate: what a device does while one person talks); with
@@ -221,8 +228,7 @@ def build_session_cache(
     jobs = []
     for actor, us in sorted(by_actor.items()):
         for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
-            s = zlib.crc32(f"{seed}:session:{actor}:{c}".encode())
-            order = np.random.default_rng(s).permutation(len(us))
+            s, order = session_order(seed, actor, c, len(us))
             clips = [(str(us[i].path), str(session_feature_path(cache, us[i], c))) for i in order]
             if all(os.path.exists(d) for _, d in clips):
                 continue
@@ -263,7 +269,7 @@ def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range,
     out = []
     for actor, us in sorted(by_actor.items()):
         for c in copies:
-            order = np.random.default_rng(zlib.crc32(f"{seed}:session:{actor}:{c}".encode())).permutation(len(us))
+            order = session_order(seed, actor, c, len(us))[1]
             paths = [session_feature_path(cache, us[i], c) for i in order]
             if not all(p.exists() for p in paths):
                 continue

@@ -70,8 +70,14 @@ def relative(session: Session, causal: bool) -> list[np.ndarray]:
     if not causal:
         full = mean_levels(session.levels)
         return [relative_to_session(f, lv, full) for f, lv in zip(session.feats, session.levels)]
-    running, out = SessionLevels(EncoderOptions.voice_session_horizon), []
-    for f, lv in zip(session.feats, session.levels):
+    return relative_running(session.feats, session.levels, EncoderOptions.voice_session_horizon)
+
+
+def relative_running(feats: Sequence[np.ndarray], levels: Sequence[np.ndarray], horizon: int) -> list[np.ndarray]:
+    """Clips in the order heard, each relative to the running `SessionLevels` at that clip
+    (itself included), as `AudioEncoder.encode` does."""
+    running, out = SessionLevels(horizon), []
+    for f, lv in zip(feats, levels):
         running.add(lv)
         out.append(relative_to_session(f, lv, running.mean()))
     return out
