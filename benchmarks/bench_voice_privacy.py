@@ -134,6 +134,15 @@ def subsample(clips: list[Clip], per_actor: int, rng: np.random.Generator) -> li
     return out
 
 
+def pick_enrolment(clips: list[Clip], actors, n: int, rng: np.random.Generator) -> list[Clip]:
+    """n enrolment utterances per actor, a fixed random pick (the rest are trials)."""
+    out: list[Clip] = []
+    for actor in actors:
+        own = [c for c in clips if c.actor == actor]
+        out += [own[i] for i in sorted(rng.choice(len(own), n, replace=False))]
+    return out
+
+
 # --- per-utterance work (runs in worker processes) --------------------------------
 
 _ENCODER = None
@@ -518,10 +527,7 @@ def main() -> None:
     other = [c for c in clips if c.actor not in PRIVACY_ACTORS]
     if args.quick:
         priv, other = subsample(priv, 24, rng), subsample(other, 16, rng)
-    enrol_clips: list[Clip] = []
-    for actor in PRIVACY_ACTORS:
-        own = [c for c in priv if c.actor == actor]
-        enrol_clips += [own[i] for i in sorted(rng.choice(len(own), args.enrol_utts, replace=False))]
+    enrol_clips = pick_enrolment(priv, PRIVACY_ACTORS, args.enrol_utts, rng)
     enrol_set = {c.path for c in enrol_clips}
     test_clips = [c for c in priv if c.path not in enrol_set]
     emo_clips = [] if args.no_emotion else priv + other

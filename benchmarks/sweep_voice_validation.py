@@ -46,11 +46,7 @@ args.data = os.environ.get("DEEMO_DATA", str(ROOT.parent / "shared" / "data"))
 args.jobs = int(os.environ.get("JOBS", "2")); args.cache = str(ROOT / ".cache" / "voice_privacy")
 ACT = range(1, 21)
 clips = [c for c in b.load_clips(b.Path(args.data)) if c.actor in ACT]
-rng = np.random.default_rng(0)
-enrol_clips = []
-for a in ACT:
-    own = [c for c in clips if c.actor == a]
-    enrol_clips += [own[i] for i in sorted(rng.choice(len(own), 10, replace=False))]
+enrol_clips = b.pick_enrolment(clips, ACT, 10, np.random.default_rng(0))
 eset = {c.path for c in enrol_clips}
 test_clips = [c for c in clips if c.path not in eset]
 allp = {c.path for c in clips}
