@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "audio_session"
 FOUR = [0, 2, 3, 4]  # neutral, happy, sad, angry
 MIN_WINDOWS_GRID = (1, 2, 3, 5, 8, 12, 20)
+REPORT = ROOT / "benchmarks" / "results" / "voice_session.md"
 
 
 class HeadWrapper(nn.Module):
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=12, help="training epochs (default: %(default)s, as the window encoder)")
     ap.add_argument("--quick", action="store_true", help="small subset, 2 epochs (needs a --quick build_engines run first)")
     ap.add_argument("--workers", type=int, default=2, help="feature-cache worker processes (default: %(default)s)")
-    ap.add_argument("--report", type=Path, default=ROOT / "benchmarks/results/voice_session.md",
+    ap.add_argument("--report", type=Path, default=REPORT,
                     help="markdown report (default: %(default)s; --quick: not written)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
