@@ -322,7 +322,7 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
 
     entry["prior_weight"] = prior_weight.choose_for_build(
         a.out, a.cache, a.data, str(a.out / entry["file"]), n_val=4 if a.quick else 120, seed=a.seed,
-        threads=max(1, a.threads), workers=a.workers,
+        threads=max(1, a.threads), workers=a.workers, quick=a.quick,
     )  # fmt: skip
     print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
     manifest["llm"]["lora"] = entry

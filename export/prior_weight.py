@@ -4,13 +4,14 @@ The runtime's label scores are softmax(LLM label log-probs + w * encoder log-pro
 fixed w = 1 the answer's accuracy depended on how well stage 2 / stage 3 of that build came
 out: one rebuild's LLM answers fell below the encoder head alone. Here w is chosen on the
 validation actors 19-20 (never the test actors) from a small grid by macro-F1, through the
-runtime path itself (llama.cpp, the ONNX encoder, the measured voice cue lines), and recorded
-as manifest["llm"]["lora"]["prior_weight"]; LlmOptions(prior_weight="auto") reads it when the
+runtime path itself (llama.cpp, the ONNX encoder, the measured voice cue lines), on the
+clips de-identified one by one and again as one session per speaker (both kinds of speech
+the window encoder answers at run time), and recorded as manifest["llm"]["lora"]["prior_weight"]; LlmOptions(prior_weight="auto") reads it when the
 default adapter is loaded. A large w reproduces the head, so the chosen fusion is about as good
 as the head on validation or better (up to the grid and the tie tolerance TIE, which keeps w = 1
 unless another weight is clearly better). The base model (no adapter) keeps w = 1.
 
-    python -m export.prior_weight --register     # for the committed models/ (~1 min)
+    python -m export.prior_weight --register     # for the committed models/ (~3 min)
 
 build_engines runs it after stage 3.
 """
@@ -45,7 +46,7 @@ def choose(llm_logp: np.ndarray, head: np.ndarray, y: np.ndarray) -> dict:
     """Pick w from GRID by validation macro-F1 of softmax(llm_logp + w * log head).
     Every w within TIE of the best counts as a tie; ties go to the w nearest 1 (the old
     fixed weight), so noise on a small validation set does not move the weight."""
-    prior = np.log(head + 1e-6)
+    prior = np.log(head + 1e-6)  # the same floor as `parts` in choose_for_build
     rows = [{"w": w, **scores(y, softmax(llm_logp + w * prior, axis=1))} for w in GRID]
     top = max(r["macro_f1"] for r in rows)
     tied = [r for r in rows if r["macro_f1"] >= top - TIE]
@@ -69,9 +70,16 @@ def llm_label_logprobs(items: list[dict], lora: str | None, threads: int) -> np.
 
 
 def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_val: int = 120,
-                     seed: int = 0, threads: int = 1, workers: int = 1) -> dict:
-    """The `prior_weight` entry for manifest["llm"]["lora"], from the audio ONNX in `models`."""
+                     seed: int = 0, threads: int = 1, workers: int = 1, quick: bool = False) -> dict:
+    """The `prior_weight` entry for manifest["llm"]["lora"], from the audio ONNX in `models`.
+
+    Chosen on both kinds of validation speech the window encoder answers at run time: each
+    clip de-identified on its own (a single clip) and the same clips de-identified as one
+    session per speaker (a file or a live run, until the session head takes over), n_val
+    of each. On the session windows alone w = 1 fell below the head (macro-F1 0.516 vs
+    0.567 for the 2026-11-30 build), on single clips it did not (0.608 vs 0.589)."""
     from export.llm_lora import load_items
+    from export.voice_session import validation_session_windows
 
     t0 = time.time()
     manifest = json.loads((models / "manifest.json").read_text())
@@ -80,11 +88,18 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
     items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))[:n_val]]
     if not items:
         raise SystemExit(f"prior weight: no cached validation features under {cache} (run build_engines first)")
-    y = np.array([it["y"] for it in items])
-    head = np.stack([it["probs"] for it in items])
-    res = choose(llm_label_logprobs(items, lora, threads), head, y)
-    res.update({"val": f"actors 19-20, {len(items)} clips", "chosen_by": "validation macro-F1 (8-class)",
-                "seconds": round(time.time() - t0, 1)})
+    sessions = validation_session_windows(models, cache, data, seed, quick)
+    pick = np.random.default_rng(seed).permutation(len(sessions["y"]))[:n_val]
+    y = np.concatenate([[it["y"] for it in items], sessions["y"][pick]]).astype(int)
+    head = np.concatenate([np.stack([it["probs"] for it in items]), sessions["window_p"][pick]])
+    llm = llm_label_logprobs(items + [sessions["items"][i] for i in pick], lora, threads)
+    res = choose(llm, head, y)
+    n = len(items)
+    res["parts"] = {part: {"n": int(len(sel)), "head_alone": scores(y[sel], head[sel]),
+                           "chosen": scores(y[sel], softmax(llm[sel] + res["value"] * np.log(head[sel] + 1e-6), axis=1))}
+                    for part, sel in (("clips", np.arange(n)), ("sessions", np.arange(n, len(y))))}
+    res.update({"val": f"actors 19-20, {n} clips de-identified one by one + {len(pick)} as sessions",
+                "chosen_by": "validation macro-F1 (8-class)", "seconds": round(time.time() - t0, 1)})
     return res
 
 
@@ -94,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: $DEEMO_DATA or ../shared/data")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="feature cache (default: %(default)s)")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="manifest, audio ONNX, adapter (default: %(default)s)")
-    ap.add_argument("--n-val", type=int, default=120, help="validation clips (actors 19-20 have 120; default: %(default)s)")
+    ap.add_argument("--n-val", type=int, default=120,
+                    help="validation clips of each kind, one by one and as sessions (actors 19-20 have 120; default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default: %(default)s)")
     ap.add_argument("--register", action="store_true", help="record the weight in MODELS/manifest.json")
     a = ap.parse_args(argv)

@@ -178,6 +178,32 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     return entry
 
 
+def validation_session_windows(models: Path, cache: Path, data: Path, seed: int = 0, quick: bool = False) -> dict:
+    """The validation sessions' windows as the runtime meets them (actors 19-20, each
+    de-identified as one session, in the session's order): the LLM's inputs (the window
+    encoder's tokens and the cue lines measured on the clip), labels, each window's position
+    in its session, and the probabilities of the window encoder and of the session head
+    (causal running average; None before the head is registered)."""
+    from export.llm_lora import voice_cues
+
+    manifest = json.loads((models / "manifest.json").read_text())
+    utts = [u for u in session_utterances(data, quick) if audio_data.split_of(u.actor) == "val"]
+    sessions = audio_data.load_sessions(utts, cache, "val", range(1), seed)
+    stems = [st for s in sessions for st in s.stems]
+    cues = voice_cues([{u.stem: u for u in utts}[st] for st in stems], cache, seed)
+    window_onnx = models / manifest["models"]["audio"]["onnx"]
+    feats = window_inputs(sessions)
+    head = manifest["models"].get(NAME)
+    return {
+        "items": [{"tokens": t, "cues": cues[st]} for t, st in zip(run_tokens(window_onnx, feats), stems)],
+        "y": np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int),
+        "position": positions(sessions),
+        "window_p": onnx_export.run_onnx(window_onnx, feats) if feats else np.zeros((0, len(LABELS))),
+        "head_p": onnx_export.run_onnx(models / head["onnx"], flatten(sessions, causal=True)[0])
+        if head and feats else None,
+    }
+
+
 def choose_prior_weight(models: Path, cache: Path, data: Path, lora: str | None, seed: int = 0, threads: int = 1,
                         quick: bool = False) -> dict | None:
     """The encoder prior's weight in the label fusion while the session head answers,
@@ -188,26 +214,15 @@ def choose_prior_weight(models: Path, cache: Path, data: Path, lora: str | None,
     that is better than it (benchmarks/results/voice_session_llm.md). None when the
     validation sessions are shorter than `min_windows` (the runtime then keeps the LLM's weight)."""
     from export import prior_weight
-    from export.llm_lora import voice_cues
 
-    manifest = json.loads((models / "manifest.json").read_text())
-    head = manifest["models"][NAME]
-    utts = [u for u in session_utterances(data, quick) if audio_data.split_of(u.actor) == "val"]
-    sessions = audio_data.load_sessions(utts, cache, "val", range(1), seed)
-    pos = positions(sessions)
-    keep = pos + 1 >= head["min_windows"]
+    min_windows = json.loads((models / "manifest.json").read_text())["models"][NAME]["min_windows"]
+    val = validation_session_windows(models, cache, data, seed, quick)
+    keep = val["position"] + 1 >= min_windows
     if not keep.any():
         return None
-    feats = [f for f, k in zip(window_inputs(sessions), keep) if k]
-    stems = [st for s in sessions for st in s.stems]
-    cues = voice_cues([{u.stem: u for u in utts}[st] for st, k in zip(stems, keep) if k], cache, seed)
-    y = np.concatenate([s.labels for s in sessions])[keep]
-    window_onnx = models / manifest["models"]["audio"]["onnx"]
-    tokens = run_tokens(window_onnx, feats)
-    probs = onnx_export.run_onnx(models / head["onnx"], [x for x, k in zip(flatten(sessions, causal=True)[0], keep) if k])
-    items = [{"tokens": t, "cues": c} for t, c in zip(tokens, cues.values())]
-    res = prior_weight.choose(prior_weight.llm_label_logprobs(items, lora, threads), probs, y)
-    res.update({"val": f"actors 19-20 as sessions, windows {head['min_windows']}+ ({len(y)} clips)",
+    items = [it for it, k in zip(val["items"], keep) if k]
+    res = prior_weight.choose(prior_weight.llm_label_logprobs(items, lora, threads), val["head_p"][keep], val["y"][keep])
+    res.update({"val": f"actors 19-20 as sessions, windows {min_windows}+ ({int(keep.sum())} clips)",
                 "chosen_by": "validation macro-F1 (8-class)"})
     return res
 
