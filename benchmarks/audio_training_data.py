@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 RECIPES = ("clip", "mix")
 PARTS = ("val_clip", "val_session", "test_clip", "test_session")
@@ -102,7 +102,7 @@ def run(job: tuple[str, int, argparse.Namespace]) -> dict:
     sel_x, sel_y = list(vx) + svx, np.concatenate([vy, svy])
     cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
     t = time.time()
-    model, hist = train_encoder(
+    model, _ = train_encoder(
         cfg, tx, ty, sel_x, sel_y, crop=200, epochs=a.epochs, batch=32, lr=2e-3, seed=seed,
         augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc=f"{recipe} seed {seed}",
     )  # fmt: skip
@@ -120,9 +120,9 @@ def write_report(out: Path, runs: list[dict], commands: list[str]) -> None:
     lines = [
         "# Audio window encoder: per-clip vs per-clip + session de-identified training data", "",
         "Commands: " + ", ".join(f"`{c}`" for c in commands) + "  ",
-        "8-class accuracy / macro-F1, 4-class accuracy; `clip` = each clip de-identified on its own, "
+        ("8-class accuracy / macro-F1, 4-class accuracy; `clip` = each clip de-identified on its own, "
         "`session` = one de-identification session per speaker (as a file or a live run). Selection on "
-        "validation (actors 19-20) both ways; test actors 21-24 reported only.", "",
+        "validation (actors 19-20) both ways; test actors 21-24 reported only."), "",
         "| recipe | seed | " + " | ".join(PARTS) + " |", "|---|---|" + "---|" * len(PARTS),
     ]
     for r in runs:

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import bench_voice_privacy as b
+import numpy as np
 
-import bench_voice_privacy as b  # noqa: E402
-from edge_app.eval.speaker import eer, enrol  # noqa: E402
+from edge_app.eval.speaker import eer, enrol
 
 ACTORS = range(1, 21)  # training + validation actors; never the test actors 21-24
 TARGET_LAZY, TARGET_SEMI = 0.45, 0.35
@@ -138,19 +138,19 @@ def write_report(out: Path, res: dict, dist: dict[str, dict[str, np.ndarray]]) -
         "Emotion: the validation sweep's 5-fold actor-grouped CV on actors 1-20 (mean of LR and SVM; "
         "`sweep_voice_validation.py`), points against the original audio"
         + (f" ({100 * orig['emo8']:.1f} % 8-class, {100 * orig['emo4']:.1f} % 4-class)." if orig else "."), "",
-        "| variant | lazy EER mean (p10) | lazy below 45 % | semi EER mean (p10) | semi below 35 % "
-        "| fails either | emotion 8-class | emotion 4-class |",
+        ("| variant | lazy EER mean (p10) | lazy below 45 % | semi EER mean (p10) | semi below 35 % "
+        "| fails either | emotion 8-class | emotion 4-class |"),
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in res["variants"].items():
-        lz, sm, emo = r["lazy"], r["semi"], r.get("emotion")
+    def pts(emo: dict | None, k: str) -> str:
+        return f"{100 * emo[k]:.1f} % ({100 * (emo[k] - orig[k]):+.1f})" if emo and orig else "-"
 
-        def pts(k: str) -> str:
-            return f"{100 * emo[k]:.1f} % ({100 * (emo[k] - orig[k]):+.1f})" if emo and orig else "-"
+    for r in res["variants"].values():
+        lz, sm, emo = r["lazy"], r["semi"], r.get("emotion")
 
         lines.append(f"| {r['description']} | {100 * lz['mean']:.1f} % ({100 * lz['p10']:.1f}) | "
                      f"{100 * lz['share_below_target']:.0f} % | {100 * sm['mean']:.1f} % ({100 * sm['p10']:.1f}) | "
-                     f"{100 * sm['share_below_target']:.0f} % | {100 * r['fails_either']:.0f} % | {pts('emo8')} | {pts('emo4')} |")
+                     f"{100 * sm['share_below_target']:.0f} % | {100 * r['fails_either']:.0f} % | {pts(emo, 'emo8')} | {pts(emo, 'emo4')} |")
     lines += ["", "![EER per six-speaker group](voice_privacy_groups.png)", ""]
     (out / "voice_privacy_groups.md").write_text("\n".join(lines))
     import matplotlib

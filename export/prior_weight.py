@@ -95,7 +95,7 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
     llm = llm_label_logprobs(items + [sessions["items"][i] for i in pick], lora, threads)
     res = choose(llm, head, y)
     n = len(items)
-    res["parts"] = {part: {"n": int(len(sel)), "head_alone": scores(y[sel], head[sel]),
+    res["parts"] = {part: {"n": len(sel), "head_alone": scores(y[sel], head[sel]),
                            "chosen": scores(y[sel], softmax(llm[sel] + res["value"] * np.log(head[sel] + 1e-6), axis=1))}
                     for part, sel in (("clips", np.arange(n)), ("sessions", np.arange(n, len(y))))}
     res.update({"val": f"actors 19-20, {n} clips de-identified one by one + {len(pick)} as sessions",
