@@ -57,18 +57,13 @@ def parse_args() -> argparse.Namespace:
 def load_parts(a: argparse.Namespace) -> tuple[tuple, dict]:
     """Per-clip training (x, y), the four scored parts, and the session training windows."""
     from export import audio_data
-    from export.build_engines import session_windows
+    from export.build_engines import audio_sets
 
     # the shipped caches (their de-identifier seeds), not the training seed; no nested pools
     a.quick, a.seed, a.workers = False, 0, 1
-    utts = audio_data.load_ravdess(a.data)
-    audio_data.build_cache(utts, a.cache, 2, workers=1, seed=0, progress=False)
-    train = audio_data.load_split(utts, a.cache, "train", range(3))[:2]
-    val = audio_data.load_split(utts, a.cache, "val", range(1))[:2]
-    test = audio_data.load_split(utts, a.cache, "test", range(1))[:2]
-    sess = session_windows(a, 2)
-    parts = dict(zip(PARTS, (val, sess["val"], test, sess["test"])))
-    return train, {**parts, "train_session": sess["train"]}
+    sets = audio_sets(a, audio_data.load_ravdess(a.data), 2)
+    parts = dict(zip(PARTS, (sets["val"], sets["val_session"], sets["test"], sets["test_session"])))
+    return sets["train"], {**parts, "train_session": sets["train_session"]}
 
 
 def score_parts(parts: dict, predict_fn) -> dict:
@@ -88,10 +83,7 @@ def run(job: tuple[str, int, argparse.Namespace]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from edge_app.encoders.features import AUDIO_DIM, N_MELS
-    from edge_app.records import LABELS
-    from export.models import EncoderConfig
-    from export.train import predict, spec_augment, train_encoder
+    from export.train import predict, train_audio_encoder
 
     recipe, seed, a = job
     (tx, ty), parts = load_parts(a)
@@ -100,12 +92,8 @@ def run(job: tuple[str, int, argparse.Namespace]) -> dict:
         tx, ty = list(tx) + sx, np.concatenate([ty, sy])
     (vx, vy), (svx, svy) = parts["val_clip"], parts["val_session"]
     sel_x, sel_y = list(vx) + svx, np.concatenate([vy, svy])
-    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
     t = time.time()
-    model, _ = train_encoder(
-        cfg, tx, ty, sel_x, sel_y, crop=200, epochs=a.epochs, batch=32, lr=2e-3, seed=seed,
-        augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc=f"{recipe} seed {seed}",
-    )  # fmt: skip
+    model, _ = train_audio_encoder(tx, ty, sel_x, sel_y, epochs=a.epochs, seed=seed, desc=f"{recipe} seed {seed}")
     res = {"recipe": recipe, "seed": seed, "n_train": len(tx), "train_s": round(time.time() - t, 1)}
     return {**res, **score_parts(parts, lambda x: predict(model, x))}
 

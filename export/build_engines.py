@@ -46,11 +46,11 @@ import torch
 from tqdm import tqdm
 
 from edge_app.deid.voice import VoiceDeidOptions
-from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, N_MELS
+from edge_app.encoders.features import AUDIO_DIM, BODY_DIM
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, onnx_export, voice_session
 from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
-from export.train import predict, scores, spec_augment, train_encoder
+from export.train import predict, scores, train_audio_encoder, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
@@ -103,22 +103,16 @@ def stage_audio(a: argparse.Namespace) -> Stage:
                 seen[k] = seen.get(k, 0) + 1
                 sub.append(u)
         utts, copies = sub, 0
-    audio_data.build_cache(utts, a.cache, copies, workers=a.workers, seed=a.seed)
-    tx, ty, _ = audio_data.load_split(utts, a.cache, "train", range(copies + 1))
-    vx, vy, _ = audio_data.load_split(utts, a.cache, "val", range(1))
-    ex, ey, _ = audio_data.load_split(utts, a.cache, "test", range(1))
+    sets = audio_sets(a, utts, copies)
+    (tx, ty), (vx, vy), (ex, ey) = sets["train"], sets["val"], sets["test"]
     # The same speech also de-identified as one session per speaker (what a file or a live
     # run is: one warp, one running pitch estimate): the encoder learns from both kinds
     # of de-identification and is selected on both (validation +4 to +7 points over
     # per-clip copies alone, README "Audio encoder training data").
-    sessions = session_windows(a, copies)
-    tx, ty = list(tx) + sessions["train"][0], np.concatenate([ty, sessions["train"][1]])
-    sel_x, sel_y = list(vx) + sessions["val"][0], np.concatenate([vy, sessions["val"][1]])
-    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
-    model, hist = train_encoder(
-        cfg, tx, ty, sel_x, sel_y, crop=200, epochs=2 if a.quick else a.audio_epochs, batch=32, lr=2e-3,
-        seed=a.seed, augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc="audio encoder",
-    )  # fmt: skip
+    tx, ty = list(tx) + sets["train_session"][0], np.concatenate([ty, sets["train_session"][1]])
+    sel_x, sel_y = list(vx) + sets["val_session"][0], np.concatenate([vy, sets["val_session"][1]])
+    model, hist = train_audio_encoder(
+        tx, ty, sel_x, sel_y, epochs=2 if a.quick else a.audio_epochs, seed=a.seed, desc="audio encoder")
     pv, pt = predict(model, vx), predict(model, ex)
     metrics = {
         "val_8class": scores(vy, pv), "val_4class": scores(vy, pv, FOUR),
@@ -126,7 +120,7 @@ def stage_audio(a: argparse.Namespace) -> Stage:
         "epochs_run": len(hist), "best_epoch": int(np.argmax([h["val_macro_f1"] for h in hist])),
     }  # fmt: skip
     for part in ("val", "test"):  # the same clips de-identified as one session per speaker
-        xs, ys = sessions[part]
+        xs, ys = sets[f"{part}_session"]
         if len(ys):
             p = predict(model, xs)
             metrics[f"{part}_sessions_8class"], metrics[f"{part}_sessions_4class"] = scores(ys, p), scores(ys, p, FOUR)
@@ -144,6 +138,17 @@ def stage_audio(a: argparse.Namespace) -> Stage:
     }  # fmt: skip
     fit = [tx[i] for i in np.random.default_rng(a.seed).permutation(len(tx))[:400]]
     return Stage("audio", model, LABELS, vx, ex, ey, fit, metrics, split)
+
+
+def audio_sets(a: argparse.Namespace, utts: list, copies: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """The audio encoder's data, (features, labels) per part: per-clip de-identified copies
+    ("train": copies 0..n, "val" and "test": copy 0, from the feature cache, built here if
+    missing) and the same clips de-identified one session per speaker ("train_session",
+    "val_session", "test_session", see session_windows)."""
+    audio_data.build_cache(utts, a.cache, copies, workers=a.workers, seed=a.seed)
+    out = {part: audio_data.load_split(utts, a.cache, part, range(copies + 1 if part == "train" else 1))[:2]
+           for part in ("train", "val", "test")}
+    return {**out, **{f"{part}_session": v for part, v in session_windows(a, copies).items()}}
 
 
 def session_windows(a: argparse.Namespace, copies: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:

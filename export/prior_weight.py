@@ -6,7 +6,8 @@ out: one rebuild's LLM answers fell below the encoder head alone. Here w is chos
 validation actors 19-20 (never the test actors) from a small grid by macro-F1, through the
 runtime path itself (llama.cpp, the ONNX encoder, the measured voice cue lines), on the
 clips de-identified one by one and again as one session per speaker (both kinds of speech
-the window encoder answers at run time), and recorded as manifest["llm"]["lora"]["prior_weight"]; LlmOptions(prior_weight="auto") reads it when the
+the window encoder answers at run time), and recorded as
+manifest["llm"]["lora"]["prior_weight"]; LlmOptions(prior_weight="auto") reads it when the
 default adapter is loaded. A large w reproduces the head, so the chosen fusion is about as good
 as the head on validation or better (up to the grid and the tie tolerance TIE, which keeps w = 1
 unless another weight is clearly better). The base model (no adapter) keeps w = 1.
@@ -42,12 +43,16 @@ GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
 TIE = 0.01  # macro-F1 differences below this (about a fifth of a standard error on 120 clips) are ties
 
 
+def fused(llm_logp: np.ndarray, head: np.ndarray, w: float) -> np.ndarray:
+    """The runtime's label scores: softmax(LLM label log-probs + w * log head probabilities)."""
+    return softmax(llm_logp + w * np.log(head + 1e-6), axis=1)
+
+
 def choose(llm_logp: np.ndarray, head: np.ndarray, y: np.ndarray) -> dict:
-    """Pick w from GRID by validation macro-F1 of softmax(llm_logp + w * log head).
+    """Pick w from GRID by validation macro-F1 of `fused`.
     Every w within TIE of the best counts as a tie; ties go to the w nearest 1 (the old
     fixed weight), so noise on a small validation set does not move the weight."""
-    prior = np.log(head + 1e-6)  # the same floor as `parts` in choose_for_build
-    rows = [{"w": w, **scores(y, softmax(llm_logp + w * prior, axis=1))} for w in GRID]
+    rows = [{"w": w, **scores(y, fused(llm_logp, head, w))} for w in GRID]
     top = max(r["macro_f1"] for r in rows)
     tied = [r for r in rows if r["macro_f1"] >= top - TIE]
     best = min(tied, key=lambda r: abs(np.log1p(r["w"]) - np.log(2)))
@@ -96,7 +101,7 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
     res = choose(llm, head, y)
     n = len(items)
     res["parts"] = {part: {"n": len(sel), "head_alone": scores(y[sel], head[sel]),
-                           "chosen": scores(y[sel], softmax(llm[sel] + res["value"] * np.log(head[sel] + 1e-6), axis=1))}
+                           "chosen": scores(y[sel], fused(llm[sel], head[sel], res["value"]))}
                     for part, sel in (("clips", np.arange(n)), ("sessions", np.arange(n, len(y))))}
     res.update({"val": f"actors 19-20, {n} clips de-identified one by one + {len(pick)} as sessions",
                 "chosen_by": "validation macro-F1 (8-class)", "seconds": round(time.time() - t0, 1)})

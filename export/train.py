@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
+from edge_app.encoders.features import AUDIO_DIM, N_MELS
+from edge_app.records import LABELS
 from export.models import CueEncoder, EncoderConfig
 
 
@@ -131,3 +133,16 @@ def train_encoder(
         model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def train_audio_encoder(
+    train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x: Sequence[np.ndarray], val_y: np.ndarray,
+    *, epochs: int, seed: int, desc: str,
+) -> tuple[CueEncoder, list[dict]]:
+    """The audio encoders' recipe, one place for the window encoder, the voice session head
+    (same architecture on session-relative windows) and the benchmarks that retrain them."""
+    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
+    return train_encoder(
+        cfg, train_x, train_y, val_x, val_y, crop=200, epochs=epochs, batch=32, lr=2e-3, seed=seed,
+        augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc=desc,
+    )  # fmt: skip

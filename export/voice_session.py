@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_app.encoders.features import AUDIO_DIM, N_MELS, SessionLevels, relative_to_session
+from edge_app.encoders.features import AUDIO_DIM, SessionLevels, relative_to_session
 from edge_app.encoders.runtime import EncoderOptions
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export
 from export.audio_data import Session
-from export.models import CueEncoder, EncoderConfig
-from export.train import scores, spec_augment, train_encoder
+from export.models import CueEncoder
+from export.train import scores, train_audio_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "audio_session"
@@ -135,11 +135,8 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     test = audio_data.load_sessions(utts, a.cache, "test", range(1), a.seed)
     tx, ty = flatten(train, causal=False)
     vx, vy = flatten(val, causal=False)
-    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
-    model, hist = train_encoder(
-        cfg, tx, ty, vx, vy, crop=200, epochs=2 if a.quick else epochs, batch=32, lr=2e-3, seed=a.seed,
-        augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc="voice session head",
-    )  # fmt: skip
+    model, hist = train_audio_encoder(tx, ty, vx, vy, epochs=2 if a.quick else epochs, seed=a.seed,
+                                      desc="voice session head")
     wrapper = HeadWrapper(model).eval()
     path = a.out / f"{NAME}_encoder.onnx"
     meta = {"labels": ",".join(LABELS), "feature_dim": str(AUDIO_DIM), "normalisation": "relative_to_session"}
@@ -164,7 +161,7 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     entry = {
         "onnx": path.name, "engine": None, "labels": list(LABELS), "min_windows": k,
         "input": {"name": "frames", "shape": ["1", "time", AUDIO_DIM], "fps": 100, "normalisation": "relative_to_session"},
-        "config": cfg.to_dict(), "opset": onnx_export.OPSET, "parity": par, "epochs_run": len(hist),
+        "config": model.cfg.to_dict(), "opset": onnx_export.OPSET, "parity": par, "epochs_run": len(hist),
         "split": {
             "sessions": "one VoiceDeidentifier session per actor and copy, clips in a random order; "
                         f"{copies} augmented train copies, one random room/microphone/noise condition per session",
@@ -174,7 +171,7 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
         },
         "metrics": metrics,
     }  # fmt: skip
-    torch.save({"encoder": model.state_dict(), "config": cfg.to_dict()}, a.cache / f"{NAME}_encoder.pt")
+    torch.save({"encoder": model.state_dict(), "config": model.cfg.to_dict()}, a.cache / f"{NAME}_encoder.pt")
     return entry
 
 
