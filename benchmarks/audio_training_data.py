@@ -1,4 +1,4 @@
-"""Audio window encoder: train on per-clip de-identification only, or also on session copies?
+"""Audio window encoder: which training data, which input channels?
 
 At run time a file (or a live run) is ONE de-identification session: one random warp and
 one running pitch estimate for all of a speaker's speech. The training cache first had
@@ -9,15 +9,22 @@ epochs, augmentation) both ways, for several seeds:
   clip   train: actors 1-18, 1 clean + 2 augmented copies, each de-identified on its own
   mix    the same, plus the same clips de-identified as one session per speaker and copy
          (the voice session head's cache, export/audio_data.build_session_cache)
+  mix+emb  mix, with the pretrained speech embedding's 96 channels as convolution inputs
+         too (edge_app/encoders/speech_embedding.py: early fusion)
+  mix+head mix, then the speech embedding's own classifier fused with a weight chosen on
+         validation (export/train.fuse_embedding_head: late fusion, what build_engines ships)
+The convolutions of clip, mix and mix+head read only the log-mel + prosody channels (the
+first PROSODY_DIM columns of the same cached features).
 
 Both are selected (early stopping) on validation actors 19-20 de-identified both ways,
 and scored on validation and test actors 21-24 both ways (test reported only).
 
-    python benchmarks/audio_training_data.py              # seeds 0 1 2, both recipes (~15 min, 2 cores)
-    python benchmarks/audio_training_data.py --seeds 0
+    python benchmarks/audio_training_data.py              # seeds 0 1 2, every recipe (~30 min, 2 cores)
+    python benchmarks/audio_training_data.py --seeds 0 --recipes mix mix+emb
     python benchmarks/audio_training_data.py --seeds --onnx models/audio_encoder.onnx  # only score a built encoder
 
-Results: benchmarks/results/audio_training_data.{json,md}.
+Results: benchmarks/results/audio_training_data.{json,md} (rows of recipes and seeds not
+re-run are kept from the previous results).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-RECIPES = ("clip", "mix")
+RECIPES = ("clip", "mix", "mix+emb", "mix+head")
 PARTS = ("val_clip", "val_session", "test_clip", "test_session")
 
 
@@ -45,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=default_data(), help="shared data (default: $DEEMO_DATA, else ../shared/data)")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "features", help="feature cache (default: .cache/features)")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES,
+                   help="recipes to train (default: all: %(default)s)")
     p.add_argument("--onnx", type=Path, nargs="*", default=[],
                    help="also score these exported window encoders on the same four parts (default: none)")
     p.add_argument("--label", nargs="*", default=[], help="their row names in the report (default: the paths)")
@@ -66,14 +75,19 @@ def load_parts(a: argparse.Namespace) -> tuple[tuple, dict]:
     return sets["train"], {**parts, "train_session": sets["train_session"]}
 
 
-def score_parts(parts: dict, predict_fn) -> dict:
+def channels(xs: list[np.ndarray], n: int | None) -> list[np.ndarray]:
+    """The first n feature channels (None: all)."""
+    return xs if n is None else [x[:, :n] for x in xs]
+
+
+def score_parts(parts: dict, predict_fn, n_channels: int | None = None) -> dict:
     from export.build_engines import FOUR
     from export.train import scores
 
     out = {}
     for part in PARTS:
         x, y = parts[part]
-        p = predict_fn(x)
+        p = predict_fn(channels(x, n_channels))
         out[part] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
     return out
 
@@ -83,19 +97,25 @@ def run(job: tuple[str, int, argparse.Namespace]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from export.train import predict, train_audio_encoder
+    from edge_app.encoders.features import AUDIO_DIM, PROSODY_DIM
+    from export.train import fuse_embedding_head, predict, train_audio_encoder
 
     recipe, seed, a = job
+    n = AUDIO_DIM if recipe.endswith("+emb") else PROSODY_DIM
     (tx, ty), parts = load_parts(a)
-    if recipe == "mix":
+    if recipe.startswith("mix"):
         sx, sy = parts["train_session"]
         tx, ty = list(tx) + sx, np.concatenate([ty, sy])
     (vx, vy), (svx, svy) = parts["val_clip"], parts["val_session"]
     sel_x, sel_y = list(vx) + svx, np.concatenate([vy, svy])
     t = time.time()
-    model, _ = train_audio_encoder(tx, ty, sel_x, sel_y, epochs=a.epochs, seed=seed, desc=f"{recipe} seed {seed}")
+    model, _ = train_audio_encoder(channels(tx, n), ty, channels(sel_x, n), sel_y, epochs=a.epochs, seed=seed,
+                                   desc=f"{recipe} seed {seed}", in_dim=n)
     res = {"recipe": recipe, "seed": seed, "n_train": len(tx), "train_s": round(time.time() - t, 1)}
-    return {**res, **score_parts(parts, lambda x: predict(model, x))}
+    if recipe.endswith("+head"):  # the fused model reads every channel; its convolutions the first n
+        model, fusion = fuse_embedding_head(model, tx, ty, sel_x, sel_y)
+        return {**res, "fusion_weight": fusion["weight"], **score_parts(parts, lambda x: predict(model, x))}
+    return {**res, **score_parts(parts, lambda x: predict(model, x), n)}
 
 
 def cell(r: dict) -> str:
@@ -106,11 +126,13 @@ def write_report(out: Path, runs: list[dict], commands: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "audio_training_data.json").write_text(json.dumps({"commands": commands, "runs": runs}, indent=1))
     lines = [
-        "# Audio window encoder: per-clip vs per-clip + session de-identified training data", "",
+        "# Audio window encoder: training data (per clip / + sessions) and the pretrained speech embedding", "",
         "Commands: " + ", ".join(f"`{c}`" for c in commands) + "  ",
         ("8-class accuracy / macro-F1, 4-class accuracy; `clip` = each clip de-identified on its own, "
         "`session` = one de-identification session per speaker (as a file or a live run). Selection on "
-        "validation (actors 19-20) both ways; test actors 21-24 reported only."), "",
+        "validation (actors 19-20) both ways; test actors 21-24 reported only. Recipes: `clip` per-clip copies, "
+        "`mix` + session copies, `mix+emb` + the speech embedding as convolution inputs, `mix+head` + the "
+        "speech embedding's own classifier fused at a weight chosen on validation (shipped)."), "",
         "| recipe | seed | " + " | ".join(PARTS) + " |", "|---|---|" + "---|" * len(PARTS),
     ]
     for r in runs:
@@ -128,26 +150,36 @@ def write_report(out: Path, runs: list[dict], commands: list[str]) -> None:
     (out / "audio_training_data.md").write_text("\n".join(lines) + "\n")
 
 
+def onnx_input_dim(path: Path) -> int:
+    """Feature channels an exported encoder takes (older encoders take only the first ones)."""
+    import onnx
+
+    return onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+
+
 def main() -> None:
     a = parse_args()
     command = "python benchmarks/audio_training_data.py " + " ".join(sys.argv[1:])
     old = a.out / "audio_training_data.json"
     previous = json.loads(old.read_text()) if old.exists() else {"commands": [], "runs": []}
-    runs, commands = [], [command]
-    if a.seeds:
+    jobs = [(recipe, seed, a) for seed in a.seeds for recipe in a.recipes]
+    redone = {(r, s) for r, s, _ in jobs}
+    runs = [r for r in previous["runs"] if "recipe" in r and (r["recipe"], r["seed"]) not in redone]
+    runs += [r for r in previous["runs"] if "onnx" in r and r["onnx"] not in (a.label or [str(x) for x in a.onnx])]
+    commands = previous.get("commands", []) + [command]
+    if jobs:
+        load_parts(argparse.Namespace(**vars(a)))  # build any missing cache here, not in racing workers
         with ProcessPoolExecutor(a.workers) as ex:
-            for r in ex.map(run, [(recipe, seed, a) for seed in a.seeds for recipe in RECIPES]):
+            for r in ex.map(run, jobs):
                 runs.append(r)
                 print(json.dumps({k: r[k] for k in ("recipe", "seed", "train_s")}), flush=True)
-    else:  # only scoring built encoders: keep the trained rows from before
-        runs = [r for r in previous["runs"] if "recipe" in r]
-        commands = previous.get("commands", [previous.get("command")])[:1] + [command]
     if a.onnx:
         from export import onnx_export
 
         _, parts = load_parts(argparse.Namespace(**vars(a)))
         for path, label in zip(a.onnx, a.label or [str(x) for x in a.onnx]):
-            runs.append({"onnx": label, **score_parts(parts, lambda x, path=path: onnx_export.run_onnx(path, x))})
+            n = onnx_input_dim(path)
+            runs.append({"onnx": label, **score_parts(parts, lambda x, path=path: onnx_export.run_onnx(path, x), n)})
     write_report(a.out, runs, commands)
     print(f"wrote {a.out}/audio_training_data.json, .md")
 

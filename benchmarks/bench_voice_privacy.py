@@ -251,6 +251,18 @@ def code_hash() -> str:
     return h.hexdigest()[:10]
 
 
+def session_groups(method: str, side: str, clips: list[Clip], sessions: str) -> list[tuple[list[Clip], str]]:
+    """The anonymisation sessions: (clips in the order heard, session key for `session_seed`)."""
+    if sessions == "utterance":
+        return [([c], c.path) for c in clips]
+    groups = []  # one session per actor, its clips in a fixed random order
+    for actor in sorted({c.actor for c in clips}):
+        own = [c for c in clips if c.actor == actor]
+        order = np.random.default_rng(session_seed(method, str(actor), side)).permutation(len(own))
+        groups.append(([own[i] for i in order], f"actor{actor}"))
+    return groups
+
+
 def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str], feat_paths: set[str],
              sessions: str = "utterance") -> dict:
     """Records for `clips` under (method, side, sessions), computing only what the cache lacks."""
@@ -267,16 +279,8 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
         have = recs.get(c.path, {})
         return c.path in emb_paths and "emb" not in have, c.path in feat_paths and "pfeat" not in have
 
-    if sessions == "utterance":
-        groups = [([c], c.path) for c in clips]
-    else:  # one session per actor, its clips in a fixed random order
-        groups = []
-        for actor in sorted({c.actor for c in clips}):
-            own = [c for c in clips if c.actor == actor]
-            order = np.random.default_rng(session_seed(method, str(actor), side)).permutation(len(own))
-            groups.append(([own[i] for i in order], f"actor{actor}"))
     todo = []
-    for group, gkey in groups:
+    for group, gkey in session_groups(method, side, clips, sessions):
         flags = [missing(c) for c in group]
         if any(e or f for e, f in flags):
             want_emb = tuple(c.path in emb_paths for c in group)

@@ -1,15 +1,18 @@
 """Pretrained speech encoder vs the trained-from-scratch audio encoder (issue 3's question).
 
-The only pretrained speech encoder whose weights ship inside a PyPI wheel here is
-Resemblyzer's (GE2E speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance
-embedding, Apache-2.0). This probe asks how much emotion its embedding carries on
-de-identified RAVDESS speech, on the benchmark's fixed split and with the benchmark's
-classifier protocol (train actors 1-18, LR / RBF-SVM picked on 19-20, test 21-24):
+Two pretrained speech encoders ship their weights inside PyPI wheels: Resemblyzer's (GE2E
+speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance embedding, Apache-2.0) and
+Google's speech embedding in openwakeword 0.4.0 (keyword-spotting front end, 96-d every
+80 ms, Apache-2.0; edge_app/encoders/speech_embedding.py), here pooled to mean + std over
+the utterance. This probe asks how much emotion each carries on de-identified RAVDESS
+speech, on the benchmark's fixed split and with the benchmark's classifier protocol
+(train actors 1-18, LR / RBF-SVM picked on 19-20, test 21-24):
 
     python benchmarks/pretrained_audio_probe.py            # default de-identifier, speaker sessions
 
-Rows: the embedding alone, the benchmark's hand-made statistics alone, both concatenated;
-on original and on de-identified audio. The scratch encoder's figure (models/manifest.json,
+Rows: each embedding alone, the benchmark's hand-made statistics alone, each embedding with
+the statistics; on original and on de-identified audio (the same sessions, clip order and
+seeds as the benchmark's rows). The scratch encoder's figure (models/manifest.json,
 same test actors) is printed beside them. Uses the voice benchmark's cache (.cache/voice_privacy).
 """
 from __future__ import annotations
@@ -26,11 +29,43 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import bench_voice_privacy as b
+import numpy as np
 
-import bench_voice_privacy as b  # noqa: E402
+b.PROBES.update({"emb": ("emb", "none"), "emb+feat": ("embfeat", "none"),
+                 "semb": ("semb", "none"), "semb+feat": ("sembfeat", "none")})
 
-b.PROBES.update({"emb": ("emb", "none"), "emb+feat": ("embfeat", "none")})
+
+def speech_embedding_job(job: tuple) -> list[tuple[str, np.ndarray]]:
+    """One anonymisation session of the voice benchmark (same seed, same clip order; see
+    bench_voice_privacy.work), each clip -> mean and std of its speech-embedding frames."""
+    import soundfile as sf
+
+    from edge_app.encoders.speech_embedding import embed
+    from edge_app.records import AudioChunk
+
+    data, paths, method, side, key = job
+    deid = None
+    if method != "original":
+        deid = b.VoiceDeidentifier(b.VoiceDeidOptions(**b.METHODS[method], seed=b.session_seed(method, key, side)))
+    out = []
+    for path in paths:
+        x, sr = sf.read(os.path.join(data, "ravdess_speech", path), dtype="float32")
+        if deid is not None:
+            x = deid.process(AudioChunk(0.0, x, sr)).samples
+        e = embed(x)
+        out.append((path, np.concatenate([e.mean(axis=0), e.std(axis=0)])))
+    return out
+
+
+def speech_embedding_stats(args, method: str, clips: list, sessions: str) -> dict[str, np.ndarray]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    sessions = "utterance" if method == "original" else sessions
+    jobs = [(args.data, tuple(c.path for c in group), method, "test", key)
+            for group, key in b.session_groups(method, "test", clips, sessions)]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        return {path: v for res in pool.map(speech_embedding_job, jobs) for path, v in res}
 
 
 def main() -> None:
@@ -51,26 +86,30 @@ def main() -> None:
     rows = {}
     for name, method in (("original", "original"), (f"{args.method} ({args.sessions} sessions)", args.method)):
         recs = b.run_jobs(args, method, "test", clips, paths, paths, args.sessions)
+        semb = speech_embedding_stats(args, method, clips, args.sessions)
         for c in clips:
             r = recs[c.path]
             r["embfeat"] = np.concatenate([r["emb"], r["feat"]])
+            r["semb"], r["sembfeat"] = semb[c.path], np.concatenate([semb[c.path], r["feat"]])
         rows[name] = {probe: {k: b.emotion_eval(recs, clips, classes, probe)
                               for k, classes in (("8-class", None), ("4-class", b.FOUR_CLASSES))}
-                      for probe in ("emb", "full", "emb+feat")}
+                      for probe in ("emb", "semb", "full", "emb+feat", "semb+feat")}
     manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
     scratch = manifest["models"]["audio"]["metrics"]
-    rows["scratch audio encoder (models/manifest.json)"] = {
-        "encoder": {"8-class": {"test_acc": scratch["test_8class"]["accuracy"]},
+    rows["shipped audio encoder (models/manifest.json; per-utterance sessions)"] = {
+        "encoder": {"8-class": {"val_acc": scratch["val_8class"]["accuracy"], "test_acc": scratch["test_8class"]["accuracy"]},
                     "4-class": {"test_acc": scratch["test_4class"]["accuracy"]}}}
     Path(args.out).write_text(json.dumps(rows, indent=1))
-    names = {"emb": "Resemblyzer embedding", "full": "hand-made statistics", "emb+feat": "both",
-             "encoder": "trained from scratch"}
-    print("| audio | features | 8-class test | 4-class test | model (8-class) |")
-    print("|---|---|---|---|---|")
+    names = {"emb": "Resemblyzer embedding", "semb": "speech embedding (openwakeword), mean + std",
+             "full": "hand-made statistics", "emb+feat": "Resemblyzer + statistics",
+             "semb+feat": "speech embedding + statistics", "encoder": "convolutional encoder + speech-embedding head"}
+    print("| audio | features | 8-class val | 8-class test | 4-class test | model (8-class) |")
+    print("|---|---|---|---|---|---|")
     for audio, probes in rows.items():
         for probe, r in probes.items():
             model = f"{r['8-class']['model']} C={r['8-class']['C']}" if "model" in r["8-class"] else "TCN"
-            print(f"| {audio} | {names[probe]} | {100 * r['8-class']['test_acc']:.1f} % | "
+            val = f"{100 * r['8-class']['val_acc']:.1f} %" if "val_acc" in r["8-class"] else "-"
+            print(f"| {audio} | {names[probe]} | {val} | {100 * r['8-class']['test_acc']:.1f} % | "
                   f"{100 * r['4-class']['test_acc']:.1f} % | {model} |")
     print(f"wrote {args.out}")
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edge_app.encoders.features import AUDIO_DIM, N_MELS  # noqa: E402
+from edge_app.encoders.features import N_MELS, PROSODY_DIM  # noqa: E402
 from edge_app.records import LABELS  # noqa: E402
 from export import audio_data, default_data, voice_session  # noqa: E402
 from export.models import EncoderConfig  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
             ev = [s for s in sessions if s.actor in held and s.copy == 0]
             ex, ey = voice_session.flatten(ev, causal=True)
             keep = voice_session.positions(ev) >= start
-            cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
+            cfg = EncoderConfig(in_dim=PROSODY_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
             model, _ = train_encoder(cfg, tx, ty, ex[:8], ey[:8], crop=200, epochs=a.epochs, batch=32, lr=2e-3, seed=0,
                                      augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=10**6,
                                      keep_best=False, desc=f"{variant} {held[0]}-{held[-1]}")  # fmt: skip

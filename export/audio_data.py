@@ -151,8 +151,23 @@ def deid_fingerprint() -> str:
     return h.hexdigest()[:10]
 
 
+@functools.lru_cache(maxsize=1)
+def features_fingerprint() -> str:
+    """Short hash of the feature code (`audio_features` and the speech embedding it
+    appends): cached features are recomputed when either changes."""
+    h = hashlib.sha1()
+    for name in ("features.py", "speech_embedding.py"):
+        h.update((ROOT / "edge_app" / "encoders" / name).read_bytes())
+    return h.hexdigest()[:6]
+
+
+def cache_key() -> str:
+    """What the cached features depend on: the de-identifier and the feature code."""
+    return f"{deid_fingerprint()}-f{features_fingerprint()}"
+
+
 def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"deid-{deid_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
+    return cache / "audio" / f"deid-{cache_key()}" / f"copy{copy}" / f"{u.stem}.npy"
 
 
 def build_cache(
@@ -183,7 +198,7 @@ def build_cache(
 
 
 def session_feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"sessions-{deid_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npz"
+    return cache / "audio" / f"sessions-{cache_key()}" / f"copy{copy}" / f"{u.stem}.npz"
 
 
 def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.ndarray]:

@@ -49,8 +49,8 @@ from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, onnx_export, voice_session
-from export.models import CueEncoder, EncoderConfig, ExportWrapper, Projector
-from export.train import predict, scores, train_audio_encoder, train_encoder
+from export.models import CueEncoder, EncoderConfig, ExportWrapper, FusedEncoder, Projector, checkpoint
+from export.train import fuse_embedding_head, predict, scores, train_audio_encoder, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
@@ -63,7 +63,7 @@ class Stage:
     """One trained encoder and what the exporter needs to know about it."""
 
     name: str
-    model: CueEncoder
+    model: CueEncoder | FusedEncoder
     labels: tuple[str, ...]
     val_x: list[np.ndarray]
     test_x: list[np.ndarray]
@@ -111,19 +111,26 @@ def stage_audio(a: argparse.Namespace) -> Stage:
     # per-clip copies alone, README "Audio encoder training data").
     tx, ty = list(tx) + sets["train_session"][0], np.concatenate([ty, sets["train_session"][1]])
     sel_x, sel_y = list(vx) + sets["val_session"][0], np.concatenate([vy, sets["val_session"][1]])
-    model, hist = train_audio_encoder(
+    conv, hist = train_audio_encoder(
         tx, ty, sel_x, sel_y, epochs=2 if a.quick else a.audio_epochs, seed=a.seed, desc="audio encoder")
+    # the pretrained speech embedding's own classifier, fused with a weight chosen on validation
+    model, fusion = fuse_embedding_head(conv, tx, ty, sel_x, sel_y)
     pv, pt = predict(model, vx), predict(model, ex)
     metrics = {
         "val_8class": scores(vy, pv), "val_4class": scores(vy, pv, FOUR),
         "test_8class": scores(ey, pt), "test_4class": scores(ey, pt, FOUR),
         "epochs_run": len(hist), "best_epoch": int(np.argmax([h["val_macro_f1"] for h in hist])),
+        "speech_embedding_head": fusion,
     }  # fmt: skip
     for part in ("val", "test"):  # the same clips de-identified as one session per speaker
         xs, ys = sets[f"{part}_session"]
         if len(ys):
             p = predict(model, xs)
             metrics[f"{part}_sessions_8class"], metrics[f"{part}_sessions_4class"] = scores(ys, p), scores(ys, p, FOUR)
+    for part, (xs, ys) in (("val", (vx, vy)), ("test", (ex, ey)), ("val_sessions", sets["val_session"]),
+                           ("test_sessions", sets["test_session"])):  # fmt: skip
+        if len(ys):  # the convolutional encoder alone, for comparison
+            metrics[f"{part}_8class_without_embedding_head"] = scores(ys, predict(conv, xs))
     split = {
         "dataset": f"RAVDESS speech (de-identified: VoiceDeidentifier {VoiceDeidOptions().method}, "
                    f"random parameters per utterance, and one session per speaker; "
@@ -260,7 +267,7 @@ def export_stage(st: Stage, proj: Projector, a: argparse.Namespace) -> dict:
     }  # fmt: skip
     if subset is not None:
         entry["int8_vs_fp32"]["test_int8_4class"] = scores(st.test_y, p8, subset)
-    torch.save({"encoder": st.model.state_dict(), "projector": proj.state_dict(), "config": st.model.cfg.to_dict()}, a.cache / f"{st.name}_encoder.pt")
+    torch.save({**checkpoint(st.model), "projector": proj.state_dict()}, a.cache / f"{st.name}_encoder.pt")
     return entry
 
 
@@ -330,6 +337,11 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
         threads=max(1, a.threads), workers=a.workers, quick=a.quick,
     )  # fmt: skip
     print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
+    entry["default_rule"] = prior_weight.decide_adapter(
+        entry, a.out, a.cache, a.data, n_val=4 if a.quick else 120, seed=a.seed, threads=max(1, a.threads),
+        workers=a.workers, quick=a.quick)  # fmt: skip
+    entry["default"] = entry["default_rule"]["default"]
+    print(f"[lora] default adapter: {entry['default']} ({json.dumps(entry['default_rule'])})")
     manifest["llm"]["lora"] = entry
     if voice_session.NAME in manifest["models"]:  # and its own weight while the session head answers
         head = manifest["models"][voice_session.NAME]

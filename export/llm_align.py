@@ -42,7 +42,7 @@ from edge_app.llm.model import find_bundled_gguf
 from edge_app.records import LABELS
 from export import audio_data, default_data
 from export.build_engines import FOUR, ROOT, Stage, export_stage, write_manifest
-from export.models import CueEncoder, EncoderConfig, Projector
+from export.models import CueEncoder, FusedEncoder, Projector, from_checkpoint
 from export.train import scores
 
 _SHARED: dict | None = None  # set inside `shared_llm()`
@@ -111,7 +111,7 @@ class FrozenLlmScorer:
 
 
 @torch.no_grad()
-def encode_tokens(enc: CueEncoder, xs: list[np.ndarray]) -> torch.Tensor:
+def encode_tokens(enc: CueEncoder | FusedEncoder, xs: list[np.ndarray]) -> torch.Tensor:
     return torch.stack([enc.tokens(torch.from_numpy(x)[None])[0] for x in xs])
 
 
@@ -121,12 +121,10 @@ def llm_scores(scorer: FrozenLlmScorer, proj: Projector, toks: torch.Tensor, y: 
     return {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
 
 
-def _load_stage1(cache: Path) -> tuple[CueEncoder, Projector]:
+def _load_stage1(cache: Path) -> tuple[CueEncoder | FusedEncoder, Projector]:
     """Encoder + projector from CACHE/audio_encoder.pt (written by build_engines.export_stage)."""
     ckpt = torch.load(cache / "audio_encoder.pt")
-    enc = CueEncoder(EncoderConfig(**{**ckpt["config"], "dilations": tuple(ckpt["config"]["dilations"])}))
-    enc.load_state_dict(ckpt["encoder"])
-    enc.eval()
+    enc = from_checkpoint(ckpt)
     proj = Projector(enc.cfg.d, enc.cfg.llm_dim)
     proj.load_state_dict(ckpt["projector"])
     return enc, proj

@@ -509,8 +509,10 @@ def train(a: argparse.Namespace) -> dict:
         "val": f"actors 19-20, {len(val_items)} clips", "val_before": before, "val_after": after, "history": history,
         "kept": "best val (reasoning CE - first-token label accuracy)", "parity": par, **info,
         "val_improved": bool(helps), "seconds": round(time.time() - t0, 1),
-        # LlmOptions(lora_path="auto") applies the adapter only when this is true: decided on
-        # validation actors 19-20 (label accuracy not lower, reasoning CE lower), never on test
+        # LlmOptions(lora_path="auto") applies the adapter only when this is true. Provisional
+        # (first-token label accuracy not lower, reasoning CE lower, validation actors 19-20):
+        # build_engines / `prior_weight --register` replace it by prior_weight.decide_adapter,
+        # which judges the label the runtime shows (fused with the encoder prior)
         "default": bool(helps),
     }  # fmt: skip
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
@@ -63,8 +63,10 @@ class CueEncoder(nn.Module):
         self.aux = nn.Linear(cfg.k_tokens * d, cfg.n_aux) if cfg.n_aux else None
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) frames -> (B, K, D) pooled tokens."""
-        h = self.blocks(self.stem(x.transpose(1, 2)))  # (B, D, T')
+        """(B, T, F) frames -> (B, K, D) pooled tokens, from the first `in_dim` channels
+        (frames may carry more: the audio features' speech-embedding channels feed
+        `EmbeddingHead`, not this encoder)."""
+        h = self.blocks(self.stem(x[..., : self.cfg.in_dim].transpose(1, 2)))  # (B, D, T')
         att = torch.softmax(self.score(h), dim=-1)  # (B, K, T')
         tok = torch.einsum("bkt,bdt->bkd", att, self.value(h))
         return self.tok_norm(tok)
@@ -73,6 +75,44 @@ class CueEncoder(nn.Module):
         tok = self.tokens(x)
         flat = self.drop(tok.flatten(1))
         return tok, self.head(flat), (self.aux(flat) if self.aux is not None else None)
+
+
+class EmbeddingHead(nn.Module):
+    """Pooled speech-embedding channels -> class log-probabilities: a logistic regression
+    on the mean and standard deviation over time of channels [first:] of (1, T, F) frames,
+    standardised with the training set's statistics (kept as buffers, so ONNX has them)."""
+
+    def __init__(self, first: int, dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.first, self.dim = first, dim
+        self.register_buffer("mean", torch.zeros(2 * dim))
+        self.register_buffer("std", torch.ones(2 * dim))
+        self.linear = nn.Linear(2 * dim, n_classes)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        e = frames[:, :, self.first : self.first + self.dim]
+        pooled = torch.cat([e.mean(dim=1), e.std(dim=1, unbiased=False)], dim=-1)
+        return torch.log_softmax(self.linear((pooled - self.mean) / self.std), dim=-1)
+
+
+class FusedEncoder(nn.Module):
+    """A trained `CueEncoder` whose class scores are fused with an `EmbeddingHead`'s:
+    logits = log_softmax(encoder logits) + weight * head log-probs (a weighted product of
+    the two classifiers, weight chosen on validation; 0 = the encoder alone). Tokens stay
+    the encoder's. Same interface as CueEncoder (cfg, tokens, forward), with cfg.in_dim =
+    all the channels it reads."""
+
+    def __init__(self, enc: CueEncoder, head: EmbeddingHead, weight: float) -> None:
+        super().__init__()
+        self.enc, self.head, self.weight = enc, head, float(weight)
+        self.cfg = EncoderConfig(**{**enc.cfg.to_dict(), "in_dim": head.first + head.dim})
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc.tokens(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        tok, logits, aux = self.enc(x)
+        return tok, torch.log_softmax(logits, dim=-1) + self.weight * self.head(x), aux
 
 
 class Projector(nn.Module):
@@ -96,3 +136,24 @@ class ExportWrapper(nn.Module):
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tok, logits, _ = self.enc(frames)
         return self.proj(tok)[0], torch.softmax(logits, dim=-1)[0]
+
+
+def checkpoint(model: CueEncoder | FusedEncoder) -> dict:
+    """What `from_checkpoint` rebuilds the model from (the encoder's config and weights,
+    plus the embedding head and its weight for a FusedEncoder)."""
+    if isinstance(model, FusedEncoder):
+        head = {"state": model.head.state_dict(), "first": model.head.first, "dim": model.head.dim, "weight": model.weight}
+        return {"encoder": model.enc.state_dict(), "config": model.enc.cfg.to_dict(), "embedding_head": head}
+    return {"encoder": model.state_dict(), "config": model.cfg.to_dict()}
+
+
+def from_checkpoint(ckpt: dict) -> CueEncoder | FusedEncoder:
+    enc = CueEncoder(EncoderConfig(**{**ckpt["config"], "dilations": tuple(ckpt["config"]["dilations"])}))
+    enc.load_state_dict(ckpt["encoder"])
+    enc.eval()
+    h = ckpt.get("embedding_head")
+    if not h:
+        return enc
+    head = EmbeddingHead(h["first"], h["dim"], enc.cfg.n_classes)
+    head.load_state_dict(h["state"])
+    return FusedEncoder(enc, head, h["weight"]).eval()

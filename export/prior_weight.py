@@ -12,9 +12,9 @@ default adapter is loaded. A large w reproduces the head, so the chosen fusion i
 as the head on validation or better (up to the grid and the tie tolerance TIE, which keeps w = 1
 unless another weight is clearly better). The base model (no adapter) keeps w = 1.
 
-    python -m export.prior_weight --register     # for the committed models/ (~3 min)
+    python -m export.prior_weight --register     # for the committed models/ (~4 min)
 
-build_engines runs it after stage 3.
+build_engines runs it after stage 3, then `decide_adapter` (is the adapter the default?).
 """
 
 from __future__ import annotations
@@ -108,6 +108,28 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
     return res
 
 
+def decide_adapter(entry: dict, models: Path, cache: Path, data: Path, n_val: int = 120, seed: int = 0,
+                   threads: int = 1, workers: int = 1, quick: bool = False) -> dict:
+    """Is the stage-3 adapter the runtime's default? On validation (actors 19-20, the items
+    of `choose_for_build`): its reasoning loss is lower than the base model's, and the label
+    the runtime shows with it (fused at its chosen weight, entry["prior_weight"]) is not
+    below the base model's runtime label (fused at w = 1, what LlmOptions uses without the
+    adapter) by more than TIE in macro-F1. Why not stage 3's own first-token label accuracy:
+    the runtime never shows the LLM's label alone, and on 120 items that figure moves by an
+    item between builds (2026-11-30: 0.525 -> 0.517 turned an adapter off whose fused label
+    was level with the base model's; README "Training and export")."""
+    base = choose_for_build(models, cache, data, None, n_val, seed, threads, workers, quick)
+    base_f1 = next(r["macro_f1"] for r in base["grid"] if r["w"] == 1.0)
+    chosen = entry["prior_weight"]["value"]
+    with_f1 = next(r["macro_f1"] for r in entry["prior_weight"]["grid"] if r["w"] == chosen)
+    reasoning = entry["val_after"]["reasoning_ce"] < entry["val_before"]["reasoning_ce"]
+    label = with_f1 >= base_f1 - TIE
+    return {"default": bool(reasoning and label), "reasoning_ce_lower": bool(reasoning),
+            "fused_macro_f1_with_adapter": round(with_f1, 4), "adapter_weight": chosen,
+            "fused_macro_f1_base_w1": round(base_f1, 4), "tie": TIE, "val": base["val"],
+            "rule": "reasoning CE lower and fused validation macro-F1 not below the base model's (w = 1) by more than tie"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data(),
@@ -117,23 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-val", type=int, default=120,
                     help="validation clips of each kind, one by one and as sessions (actors 19-20 have 120; default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default: %(default)s)")
-    ap.add_argument("--register", action="store_true", help="record the weight in MODELS/manifest.json")
+    ap.add_argument("--register", action="store_true",
+                    help="record the weight and the adapter decision (decide_adapter) in MODELS/manifest.json")
     a = ap.parse_args(argv)
-    from edge_app.llm.model import default_lora_path
-
-    lora = default_lora_path(a.models)
-    if lora is None:
-        raise SystemExit(f"no default adapter in {a.models}/manifest.json: the weight is for the adapter's answers")
-    entry = choose_for_build(a.models, a.cache, a.data, lora, a.n_val, threads=a.threads)
-    for r in entry["grid"]:
+    manifest = json.loads((a.models / "manifest.json").read_text())
+    entry = manifest.get("llm", {}).get("lora")
+    if not entry or not (a.models / entry["file"]).is_file():
+        raise SystemExit(f"no stage-3 adapter in {a.models}/manifest.json: the weight is for the adapter's answers")
+    entry["prior_weight"] = choose_for_build(a.models, a.cache, a.data, str(a.models / entry["file"]), a.n_val,
+                                             threads=a.threads)
+    for r in entry["prior_weight"]["grid"]:
         print(f"w={r['w']:<5g} val 8-class acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
-    print(f"head alone: acc {entry['head_alone']['accuracy']:.3f}  macro-F1 {entry['head_alone']['macro_f1']:.3f}; "
-          f"chosen w = {entry['value']:g}")
+    head = entry["prior_weight"]["head_alone"]
+    print(f"head alone: acc {head['accuracy']:.3f}  macro-F1 {head['macro_f1']:.3f}; "
+          f"chosen w = {entry['prior_weight']['value']:g}")
+    entry["default_rule"] = decide_adapter(entry, a.models, a.cache, a.data, a.n_val, threads=a.threads)
+    entry["default"] = entry["default_rule"]["default"]
+    print("adapter decision:", json.dumps(entry["default_rule"]))
     if a.register:
         from export.build_engines import write_manifest
 
-        manifest = json.loads((a.models / "manifest.json").read_text())
-        manifest["llm"]["lora"]["prior_weight"] = entry
         write_manifest(a.models, manifest)
         print("recorded in", a.models / "manifest.json")
     return 0

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm import tqdm
 
-from edge_app.encoders.features import AUDIO_DIM, N_MELS
+from edge_app.encoders.features import AUDIO_DIM, N_MELS, PROSODY_DIM
 from edge_app.records import LABELS
-from export.models import CueEncoder, EncoderConfig
+from export.models import CueEncoder, EmbeddingHead, EncoderConfig, FusedEncoder
 
 
 def crop_batch(xs: Sequence[np.ndarray], idx: np.ndarray, L: int, rng: np.random.Generator) -> torch.Tensor:
@@ -64,7 +64,7 @@ def scores(y: np.ndarray, p: np.ndarray, subset: Sequence[int] | None = None) ->
         pred = np.asarray(subset)[p.argmax(1)]
     else:
         pred = p.argmax(1)
-    return {"accuracy": float(accuracy_score(y, pred)), "macro_f1": float(f1_score(y, pred, average="macro")), "n": int(len(y))}
+    return {"accuracy": float(accuracy_score(y, pred)), "macro_f1": float(f1_score(y, pred, average="macro")), "n": len(y)}
 
 
 def train_encoder(
@@ -137,12 +137,69 @@ def train_encoder(
 
 def train_audio_encoder(
     train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x: Sequence[np.ndarray], val_y: np.ndarray,
-    *, epochs: int, seed: int, desc: str,
+    *, epochs: int, seed: int, desc: str, in_dim: int | None = None,
 ) -> tuple[CueEncoder, list[dict]]:
     """The audio encoders' recipe, one place for the window encoder, the voice session head
-    (same architecture on session-relative windows) and the benchmarks that retrain them."""
-    cfg = EncoderConfig(in_dim=AUDIO_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
+    (same architecture on session-relative windows) and the benchmarks that retrain them.
+    `in_dim`: the feature channels the convolutions read (default: log-mel + prosody,
+    PROSODY_DIM; the speech-embedding channels go to `fuse_embedding_head` instead: fed to
+    the convolutions they gave no gain on validation, benchmarks/results/audio_training_data.md)."""
+    cfg = EncoderConfig(in_dim=in_dim or PROSODY_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
     return train_encoder(
         cfg, train_x, train_y, val_x, val_y, crop=200, epochs=epochs, batch=32, lr=2e-3, seed=seed,
         augment=lambda x, rng: spec_augment(x, rng, N_MELS), patience=8, desc=desc,
     )  # fmt: skip
+
+
+FUSION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+HEAD_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+
+
+def pooled_embedding(xs: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, 192): mean and std over time of each sequence's speech-embedding channels
+    (what `EmbeddingHead` computes inside the graph)."""
+    e = [x[:, PROSODY_DIM:AUDIO_DIM].astype(np.float64) for x in xs]
+    return np.stack([np.concatenate([a.mean(0), a.std(0)]) for a in e]).astype(np.float32)
+
+
+def fit_embedding_head(tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray], vy: np.ndarray,
+                       n_classes: int) -> tuple[EmbeddingHead, dict]:
+    """Logistic regression on `pooled_embedding`, its C chosen on validation macro-F1."""
+    from sklearn.linear_model import LogisticRegression
+
+    xt, xv = pooled_embedding(tx), pooled_embedding(vx)
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    best = None
+    for C in HEAD_C_GRID:
+        lr = LogisticRegression(C=C, max_iter=3000).fit((xt - mu) / sd, ty)
+        f1 = scores(vy, lr.predict_proba((xv - mu) / sd))["macro_f1"]
+        if best is None or f1 > best[0]:
+            best = (f1, C, lr)
+    f1, C, lr = best
+    head = EmbeddingHead(PROSODY_DIM, AUDIO_DIM - PROSODY_DIM, n_classes)
+    coef = np.zeros((n_classes, xt.shape[1]), np.float32)
+    bias = np.full(n_classes, -30.0, np.float32)  # a class missing from training: never predicted
+    coef[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
+    with torch.no_grad():
+        head.mean.copy_(torch.from_numpy(mu))
+        head.std.copy_(torch.from_numpy(sd))
+        head.linear.weight.copy_(torch.from_numpy(coef))
+        head.linear.bias.copy_(torch.from_numpy(bias))
+    return head.eval(), {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(tx)}
+
+
+@torch.no_grad()
+def fuse_embedding_head(model: CueEncoder, tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray],
+                        vy: np.ndarray) -> tuple[FusedEncoder, dict]:
+    """Fit the speech-embedding head on the training windows and choose its fusion weight
+    on validation by macro-F1 (FUSION_GRID; within 0.005 of the best, the smaller weight:
+    0 keeps the encoder alone, so the fusion is never worse than it on validation)."""
+    head, info = fit_embedding_head(tx, ty, vx, vy, model.cfg.n_classes)
+    enc_logp = np.log(predict(model, vx) + 1e-9)
+    head_logp = np.stack([head(torch.from_numpy(x)[None])[0].numpy() for x in vx])
+    grid = {w: scores(vy, enc_logp + w * head_logp) for w in FUSION_GRID}
+    top = max(r["macro_f1"] for r in grid.values())
+    w = min(w for w, r in grid.items() if r["macro_f1"] >= top - 0.005)
+    info.update({"weight": w, "grid_val": {str(k): {m: round(v[m], 4) for m in ("accuracy", "macro_f1")}
+                                           for k, v in grid.items()}})
+    return FusedEncoder(model, head, w).eval(), info

@@ -41,8 +41,8 @@ from edge_app.encoders.runtime import EncoderOptions
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export
 from export.audio_data import Session
-from export.models import CueEncoder
-from export.train import scores, train_audio_encoder
+from export.models import CueEncoder, FusedEncoder, checkpoint
+from export.train import fuse_embedding_head, scores, train_audio_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "audio_session"
@@ -55,7 +55,7 @@ class HeadWrapper(nn.Module):
     """frames (1, T, F) -> tokens (K, d) (not projected: the runtime does not inject
     them), probs. Same output names as the window encoder, so the same runners load it."""
 
-    def __init__(self, enc: CueEncoder) -> None:
+    def __init__(self, enc: CueEncoder | FusedEncoder) -> None:
         super().__init__()
         self.enc = enc
 
@@ -135,8 +135,9 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     test = audio_data.load_sessions(utts, a.cache, "test", range(1), a.seed)
     tx, ty = flatten(train, causal=False)
     vx, vy = flatten(val, causal=False)
-    model, hist = train_audio_encoder(tx, ty, vx, vy, epochs=2 if a.quick else epochs, seed=a.seed,
-                                      desc="voice session head")
+    conv, hist = train_audio_encoder(tx, ty, vx, vy, epochs=2 if a.quick else epochs, seed=a.seed,
+                                     desc="voice session head")
+    model, fusion = fuse_embedding_head(conv, tx, ty, vx, vy)  # as the window encoder
     wrapper = HeadWrapper(model).eval()
     path = a.out / f"{NAME}_encoder.onnx"
     meta = {"labels": ",".join(LABELS), "feature_dim": str(AUDIO_DIM), "normalisation": "relative_to_session"}
@@ -152,7 +153,7 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
         split_scores[split] = (y, pos, pw, pc, pf)
     y, pos, pw, pc, _ = split_scores["val"]
     k, grid = choose_min_windows(y, pw, pc, pos)
-    metrics = {"min_windows_grid_val_macro_f1": grid}
+    metrics = {"min_windows_grid_val_macro_f1": grid, "speech_embedding_head": fusion}
     for split, (y, pos, pw, pc, pf) in split_scores.items():
         rt = runtime_answers(pw, pc, pos, k)
         for tag, p in (("window_encoder", pw), ("runtime", rt), ("head_causal", pc), ("head_full_session", pf)):
@@ -171,7 +172,7 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
         },
         "metrics": metrics,
     }  # fmt: skip
-    torch.save({"encoder": model.state_dict(), "config": model.cfg.to_dict()}, a.cache / f"{NAME}_encoder.pt")
+    torch.save(checkpoint(model), a.cache / f"{NAME}_encoder.pt")
     return entry
 
 

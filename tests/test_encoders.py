@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, audio_features, body_features, body_features_from_landmarks
+from edge_app.encoders.features import (
+    AUDIO_DIM,
+    BODY_DIM,
+    N_MELS,
+    PROSODY_DIM,
+    audio_features,
+    body_features,
+    body_features_from_landmarks,
+)
 from edge_app.records import AudioChunk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +35,10 @@ def test_audio_features_shape_and_grid() -> None:
     f = audio_features(x)
     assert f.shape == (151, AUDIO_DIM)  # 10 ms hop, centred frames
     assert np.isfinite(f).all()
-    voiced = f[:, -2]
+    voiced = f[:, N_MELS + 1]
     assert voiced.mean() > 0.8  # a clean tone is voiced
     # relative log-F0 follows the +-10 % contour (about +-0.14 octave, x2 scale)
-    rel = f[voiced > 0, -3]
+    rel = f[voiced > 0, N_MELS]
     assert 0.15 < rel.max() - rel.min() < 0.8
 
 
@@ -40,7 +48,11 @@ def test_audio_features_gain_invariant() -> None:
     a, b = audio_features(x), audio_features(0.25 * x)
     d = np.abs(a[:, :64] - b[:, :64])  # per-utterance mean normalisation; the log floor adds a little
     assert d.mean() < 1e-2 and d.max() < 0.1
-    assert np.array_equal(a[:, -2], b[:, -2])  # voicing does not depend on gain
+    assert np.array_equal(a[:, N_MELS + 1], b[:, N_MELS + 1])  # voicing does not depend on gain
+    # the pretrained speech embedding is not level-invariant (training augments gain instead),
+    # but a 12 dB change must not turn it into something else
+    ea, eb = a[:, PROSODY_DIM:], b[:, PROSODY_DIM:]
+    assert np.corrcoef(ea.ravel(), eb.ravel())[0, 1] > 0.8
 
 
 def test_body_features_translation_and_scale_invariant() -> None:
@@ -245,3 +257,22 @@ def test_answerer_fuses_with_the_session_heads_weight_once_it_answers(monkeypatc
         assert user.session_prior_weight is None  # a weight the user set holds for every window
     finally:
         user.close()
+
+
+def test_models_built_for_other_feature_channels_are_a_model_error(tmp_path: Path) -> None:
+    """An old models/ (before the speech-embedding channels) is refused in one line, not
+    fed features of the wrong width."""
+    import shutil
+
+    from edge_app.encoders import AudioEncoder, EncoderOptions
+    from edge_app.errors import ModelError
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    if "audio" not in manifest["models"]:
+        pytest.skip("no audio encoder in models/")
+    shutil.copy(MODELS / manifest["models"]["audio"]["onnx"], tmp_path)
+    manifest["models"]["audio"]["input"]["shape"][2] = PROSODY_DIM
+    manifest["models"].pop("audio_session", None)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=f"takes {PROSODY_DIM} feature channels, this version computes {AUDIO_DIM}"):
+        AudioEncoder(EncoderOptions(backend="cpu", models_dir=str(tmp_path)))

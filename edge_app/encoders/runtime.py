@@ -21,6 +21,8 @@ from scipy.signal import resample_poly
 
 from edge_app.encoders.backend import Backend, Runner, open_runner
 from edge_app.encoders.features import (
+    AUDIO_DIM,
+    BODY_DIM,
     BODY_FPS,
     SR,
     SessionLevels,
@@ -28,7 +30,7 @@ from edge_app.encoders.features import (
     body_features,
     relative_to_session,
 )
-from edge_app.errors import UsageError
+from edge_app.errors import ModelError, UsageError
 from edge_app.records import LABELS, DeidAudio
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class EncoderOutput:
 
 class _Encoder:
     name = ""
+    feature_dim = 0  # the feature channels this code computes for the model
 
     def __init__(self, options: EncoderOptions | None = None) -> None:
         self.options = options or EncoderOptions()
@@ -97,6 +100,10 @@ class _Encoder:
         self.manifest = json.loads(manifest.read_text())
         entry = self.manifest["models"][self.name]
         self.entry = entry
+        takes = entry.get("input", {}).get("shape", [None, None, self.feature_dim])[2]
+        if int(takes) != self.feature_dim:  # e.g. models built before the speech-embedding channels
+            raise ModelError(f"{manifest}: the {self.name} encoder takes {takes} feature channels, this version "
+                             f"computes {self.feature_dim}: rebuild with `python -m export.build_engines`")
         self.labels: tuple[str, ...] = tuple(entry["labels"])
         onnx = d / (entry["onnx_int8"] if self.options.int8 and entry.get("onnx_int8") else entry["onnx"])
         engine = d / entry["engine"] if entry.get("engine") else None
@@ -118,6 +125,7 @@ class AudioEncoder(_Encoder):
     whenever the de-identifier starts a new one (a new file)."""
 
     name = "audio"
+    feature_dim = AUDIO_DIM
 
     def __init__(self, options: EncoderOptions | None = None) -> None:
         super().__init__(options)
@@ -152,6 +160,7 @@ class SessionHead(_Encoder):
     """The voice session head (classification only), see export/voice_session.py."""
 
     name = "audio_session"
+    feature_dim = AUDIO_DIM
 
     def __init__(self, options: EncoderOptions | None = None) -> None:
         super().__init__(options)
@@ -166,6 +175,7 @@ class BodyEncoder(_Encoder):
     """Pose samples (MediaPipe-33, head already masked) -> tokens + 4-class probabilities."""
 
     name = "body"
+    feature_dim = BODY_DIM
 
     def encode(self, samples: Sequence[object]) -> EncoderOutput | None:
         grid = resample_to_fps(samples, BODY_FPS)
@@ -178,7 +188,7 @@ def resample_to_fps(samples: Sequence[object], fps: float) -> list[object]:
     """Nearest sample at each 1/fps step (the model was trained on a 10 fps grid)."""
     if not samples:
         return []
-    t = np.array([float(getattr(s, "t")) for s in samples])
+    t = np.array([float(s.t) for s in samples])
     grid = np.arange(t[0], t[-1] + 0.5 / fps, 1.0 / fps)
     idx = np.clip(np.searchsorted(t, grid), 0, len(t) - 1)
     prev = np.clip(idx - 1, 0, len(t) - 1)

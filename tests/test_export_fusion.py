@@ -1,0 +1,64 @@
+"""The speech-embedding head and its fusion with the convolutional audio encoder (export/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from edge_app.encoders.features import AUDIO_DIM, PROSODY_DIM
+from export.models import CueEncoder, EncoderConfig, FusedEncoder, checkpoint, from_checkpoint
+from export.train import fit_embedding_head, fuse_embedding_head, pooled_embedding, predict
+
+
+def _windows(n: int, rng: np.random.Generator, labels: np.ndarray) -> list[np.ndarray]:
+    """Random feature windows whose embedding channels carry the label (a shifted mean)."""
+    out = []
+    for y in labels:
+        x = rng.standard_normal((int(rng.integers(60, 140)), AUDIO_DIM)).astype(np.float32)
+        x[:, PROSODY_DIM + int(y)] += 3.0
+        out.append(x)
+    return out
+
+
+def test_head_pools_like_numpy_and_learns_the_embedding_channels() -> None:
+    rng = np.random.default_rng(0)
+    ty, vy = np.arange(160) % 4, np.arange(40) % 4
+    tx, vx = _windows(160, rng, ty), _windows(40, rng, vy)
+    head, info = fit_embedding_head(tx, ty, vx, vy, n_classes=8)
+    with torch.no_grad():
+        logp = np.stack([head(torch.from_numpy(x)[None])[0].numpy() for x in vx])
+        # the graph's pooling is pooled_embedding's
+        e = torch.from_numpy(vx[0])[None, :, PROSODY_DIM:]
+        pooled = torch.cat([e.mean(1), e.std(1, unbiased=False)], -1)[0].numpy()
+    np.testing.assert_allclose(pooled, pooled_embedding(vx[:1])[0], atol=1e-5)
+    assert np.allclose(np.exp(logp).sum(1), 1, atol=1e-5)
+    assert (logp.argmax(1) == vy).mean() > 0.9 and info["val_macro_f1"] > 0.9
+    assert np.exp(logp[:, 4:]).max() < 1e-6  # classes never seen in training are never predicted
+
+
+def test_fusion_weight_is_chosen_on_validation_and_zero_is_the_encoder_alone(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    ty, vy = np.arange(160) % 4, np.arange(40) % 4
+    tx, vx = _windows(160, rng, ty), _windows(40, rng, vy)
+    torch.manual_seed(0)
+    enc = CueEncoder(EncoderConfig(in_dim=PROSODY_DIM, n_classes=8, d=16, k_tokens=2)).eval()  # untrained: chance
+    fused, info = fuse_embedding_head(enc, tx, ty, vx, vy)
+    assert info["weight"] > 0  # the head is far better than an untrained encoder on validation
+    assert fused.cfg.in_dim == AUDIO_DIM and fused.cfg.d == 16
+    assert (predict(fused, vx).argmax(1) == vy).mean() > 0.9
+    # weight 0 reproduces the encoder; tokens are always the encoder's
+    alone = FusedEncoder(enc, fused.head, 0.0).eval()
+    np.testing.assert_allclose(predict(alone, vx), predict(enc, vx), atol=1e-6)
+    with torch.no_grad():
+        x = torch.from_numpy(vx[0])[None]
+        assert torch.equal(fused.tokens(x), enc.tokens(x))
+    # the checkpoint rebuilds the same fused model (stage 2 reloads it from there)
+    torch.save(checkpoint(fused), tmp_path / "m.pt")
+    again = from_checkpoint(torch.load(tmp_path / "m.pt"))
+    assert isinstance(again, FusedEncoder) and again.weight == fused.weight
+    np.testing.assert_allclose(predict(again, vx), predict(fused, vx), atol=1e-6)
