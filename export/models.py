@@ -79,7 +79,7 @@ class CueEncoder(nn.Module):
 
 class EmbeddingHead(nn.Module):
     """Pooled speech-embedding channels -> class log-probabilities: a logistic regression
-    on the mean and standard deviation over time of channels [first:] of (1, T, F) frames,
+    on the mean and standard deviation over time of channels [first, first + dim) of (1, T, F) frames,
     standardised with the training set's statistics (kept as buffers, so ONNX has them)."""
 
     def __init__(self, first: int, dim: int, n_classes: int) -> None:

@@ -143,7 +143,7 @@ def train_audio_encoder(
     (same architecture on session-relative windows) and the benchmarks that retrain them.
     `in_dim`: the feature channels the convolutions read (default: log-mel + prosody,
     PROSODY_DIM; the speech-embedding channels go to `fuse_embedding_head` instead: fed to
-    the convolutions they gave no gain on validation, benchmarks/results/audio_training_data.md)."""
+    the convolutions they gained little on validation, benchmarks/results/audio_training_data.md)."""
     cfg = EncoderConfig(in_dim=in_dim or PROSODY_DIM, n_classes=len(LABELS), d=96, k_tokens=4, downsample=2, dropout=0.3)
     return train_encoder(
         cfg, train_x, train_y, val_x, val_y, crop=200, epochs=epochs, batch=32, lr=2e-3, seed=seed,
