@@ -44,8 +44,9 @@ TIE = 0.01  # macro-F1 differences below this (about a fifth of a standard error
 
 
 def fused(llm_logp: np.ndarray, head: np.ndarray, w: float) -> np.ndarray:
-    """The runtime's label scores: softmax(LLM label log-probs + w * log head probabilities)."""
-    return softmax(llm_logp + w * np.log(head + 1e-6), axis=1)
+    """The runtime's label scores: softmax((LLM label log-probs + w * log head probabilities)
+    / (1 + w)) (log-linear pooling; the argmax, and so every label, is the plain sum's)."""
+    return softmax((llm_logp + w * np.log(head + 1e-6)) / (1.0 + w), axis=1)
 
 
 def choose(llm_logp: np.ndarray, head: np.ndarray, y: np.ndarray) -> dict:
@@ -74,19 +75,13 @@ def llm_label_logprobs(items: list[dict], lora: str | None, threads: int) -> np.
     return np.stack(out)
 
 
-def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_val: int = 120,
-                     seed: int = 0, threads: int = 1, workers: int = 1, quick: bool = False) -> dict:
-    """The `prior_weight` entry for manifest["llm"]["lora"], from the audio ONNX in `models`.
-
-    Chosen on both kinds of validation speech the window encoder answers at run time: each
-    clip de-identified on its own (a single clip) and the same clips de-identified as one
-    session per speaker (a file or a live run, until the session head takes over), n_val
-    of each. On the session windows alone w = 1 fell below the head (macro-F1 0.516 vs
-    0.567 for the 2026-11-30 build), on single clips it did not (0.608 vs 0.589)."""
+def validation_answers(models: Path, cache: Path, data: Path, lora: str | None, n_val: int = 120, seed: int = 0,
+                       threads: int = 1, workers: int = 1, quick: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(LLM label log-probs, head probabilities, labels, number of single clips) for n_val
+    validation clips de-identified one by one followed by n_val as sessions (actors 19-20)."""
     from export.llm_lora import load_items
     from export.voice_session import validation_session_windows
 
-    t0 = time.time()
     manifest = json.loads((models / "manifest.json").read_text())
     onnx_path = models / manifest["models"]["audio"]["onnx"]
     items = load_items(audio_data.load_ravdess(data), cache, onnx_path, "val", seed, workers)
@@ -98,12 +93,25 @@ def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_
     y = np.concatenate([[it["y"] for it in items], sessions["y"][pick]]).astype(int)
     head = np.concatenate([np.stack([it["probs"] for it in items]), sessions["window_p"][pick]])
     llm = llm_label_logprobs(items + [sessions["items"][i] for i in pick], lora, threads)
+    return llm, head, y, len(items)
+
+
+def choose_for_build(models: Path, cache: Path, data: Path, lora: str | None, n_val: int = 120,
+                     seed: int = 0, threads: int = 1, workers: int = 1, quick: bool = False) -> dict:
+    """The `prior_weight` entry for manifest["llm"]["lora"], from the audio ONNX in `models`.
+
+    Chosen on both kinds of validation speech the window encoder answers at run time: each
+    clip de-identified on its own (a single clip) and the same clips de-identified as one
+    session per speaker (a file or a live run, until the session head takes over), n_val
+    of each. On the session windows alone w = 1 fell below the head (macro-F1 0.516 vs
+    0.567 for the 2026-11-30 build), on single clips it did not (0.608 vs 0.589)."""
+    t0 = time.time()
+    llm, head, y, n = validation_answers(models, cache, data, lora, n_val, seed, threads, workers, quick)
     res = choose(llm, head, y)
-    n = len(items)
     res["parts"] = {part: {"n": len(sel), "head_alone": scores(y[sel], head[sel]),
                            "chosen": scores(y[sel], fused(llm[sel], head[sel], res["value"]))}
                     for part, sel in (("clips", np.arange(n)), ("sessions", np.arange(n, len(y))))}
-    res.update({"val": f"actors 19-20, {n} clips de-identified one by one + {len(pick)} as sessions",
+    res.update({"val": f"actors 19-20, {n} clips de-identified one by one + {len(y) - n} as sessions",
                 "chosen_by": "validation macro-F1 (8-class)", "seconds": round(time.time() - t0, 1)})
     return res
 

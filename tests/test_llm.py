@@ -149,6 +149,14 @@ def test_prior_shifts_the_choice(session):
     neutral = session.answer(None, CUE_SETS[0], prior=prior, prior_weight=0.0, reason=False)
     base = session.answer(None, CUE_SETS[0], reason=False)
     assert neutral.scores == pytest.approx(base.scores)
+    # log-linear pooling: softmax((LLM log-probs + w * prior) / (1 + w)), so a heavy weight
+    # does not turn the scores into near-certainties (benchmarks/results/score_calibration.md)
+    soft = np.log(np.arange(1, len(LABELS) + 1, dtype=float) / 36.0)  # a mild prior, summing to 1
+    pooled = session.answer(None, CUE_SETS[0], prior=soft, prior_weight=6.0, reason=False)
+    z = (np.log([base.scores[lab] for lab in LABELS]) + 6.0 * soft) / 7.0
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    assert [pooled.scores[lab] for lab in LABELS] == pytest.approx(expected, abs=1e-6)
+    assert max(pooled.scores.values()) < 0.9
 
 
 def test_multi_token_label_scoring_matches_sequential(session):
