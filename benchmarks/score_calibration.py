@@ -60,7 +60,7 @@ def main() -> None:
     rows = {"encoder head alone": calibration(head, y),
             f"plain sum (before 2026-11-30): softmax(LLM + {w:g} x head)": calibration(softmax(summed, axis=1), y),
             f"**log-linear pooling (runtime)**: softmax((LLM + {w:g} x head) / {1 + w:g})":
-                calibration(softmax(summed / (1 + w), axis=1), y)}
+                calibration(prior_weight.fused(llm, head, w), y)}
     lines = ["# Calibration of the runtime's label scores (validation)", "",
              (f"Command: `python benchmarks/score_calibration.py`. Actors 19-20: {n} clips de-identified one by one + "
               f"{len(y) - n} as sessions; SmolLM2 via llama.cpp, adapter: {Path(lora).name if lora else 'none'}, "

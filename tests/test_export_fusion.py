@@ -62,3 +62,14 @@ def test_fusion_weight_is_chosen_on_validation_and_zero_is_the_encoder_alone(tmp
     again = from_checkpoint(torch.load(tmp_path / "m.pt"))
     assert isinstance(again, FusedEncoder) and again.weight == fused.weight
     np.testing.assert_allclose(predict(again, vx), predict(fused, vx), atol=1e-6)
+
+
+def test_feature_cache_key_follows_code_not_prose() -> None:
+    """A docstring or comment edit keeps the cached features (about 12 min to rebuild);
+    a code edit does not."""
+    from export.audio_data import code_only
+
+    src = 'def f(x):\n    """Doc."""\n    return x + 1  # note\n'
+    assert code_only(src) == code_only('def f(x):\n    """Other words."""\n    # more\n    return x + 1\n')
+    assert code_only(src) != code_only('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert code_only('"""Module."""\nX = 1\n') == code_only("X = 1\n")

@@ -10,7 +10,8 @@ extra channels of the audio features (edge_app.encoders.features).
 Only the two ONNX files are used (melspectrogram.onnx -> embedding_model.onnx), loaded
 from the installed package without importing it (its import pulls in tflite and friends):
 `make install` installs it with --no-deps. They run on the CPU with ONNX Runtime, one
-thread: a 4 s window costs a few milliseconds. Input is always de-identified audio; the
+thread: about 80 ms per 4 s window (most of the audio encoder's time per window in
+benchmarks/results/live.md). Input is always de-identified audio; the
 frames never leave the audio encoder.
 """
 
