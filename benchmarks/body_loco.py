@@ -4,10 +4,16 @@ Each content of the training split that has all four emotions (bow, byebye, dash
 walk take 001, walk-back, walk-right) is held out in turn; the encoder is trained on the
 others exactly as export/build_engines.py trains it (20 epochs, fixed schedule) and scored
 on 16 random-camera windows per held-out clip. The test contents are never loaded.
-This is how left-right mirroring (body_data.mirrored) was chosen.
+This is how left-right mirroring (body_data.mirrored) and the neutral-only contents'
+missing emotion labels (body_data.load_clips) were chosen:
 
-    python benchmarks/body_loco.py                  # both variants, ~8 min on one core
-    python benchmarks/body_loco.py --variants mirror
+    base       every take once, neutral-only contents labelled neutral
+    mirror     + each take's left-right mirror image
+    unlabelled + the neutral-only contents as style targets only
+    views48    + 48 random-camera windows per training take instead of 24 (shipped)
+
+    python benchmarks/body_loco.py                      # all variants, ~9 min each on one core
+    python benchmarks/body_loco.py --variants unlabelled
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,15 +37,31 @@ from export.train import predict, scores, train_encoder  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fold(clips: list, styles: list[str], held_out: str, mirror: bool) -> dict:
+@dataclass(frozen=True)
+class Recipe:
+    mirror: bool  # add each training take's left-right mirror image
+    neutral_only_labels: bool  # label the neutral-only contents neutral (else style targets only)
+    windows_per_clip: int  # random-camera windows drawn per training take
+
+
+# each a step from the one before it
+RECIPES = {
+    "base": Recipe(False, True, 24),
+    "mirror": Recipe(True, True, 24),
+    "unlabelled": Recipe(True, False, 24),
+    "views48": Recipe(True, False, 48),
+}
+
+
+def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe) -> dict:
     train = [c for c in clips if c.content != held_out]
-    if mirror:
+    if recipe.mirror:
         train += [body_data.mirrored(c) for c in train]
     held = [c for c in clips if c.content == held_out]
     tx, ty, ts = [], [], []
     rng = np.random.default_rng(0)
     for c in train:
-        for w in body_data.windows(c, 24, rng, augment=True):
+        for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True):
             tx.append(w), ty.append(c.emotion), ts.append(styles.index(c.style))
     ex, ey, eid = [], [], []
     rng = np.random.default_rng(2)
@@ -59,26 +82,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="3D joint cache")
-    ap.add_argument("--variants", default="base,mirror", help="comma list of base, mirror (default both)")
+    ap.add_argument("--variants", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)} (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/body_loco.json")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    clips, styles = body_data.load_clips(a.data, a.cache)
-    clips = [c for c in clips if c.split != "test"]  # never touch the test contents
-    emotions: dict[str, set[int]] = {}
-    for c in clips:
-        if c.emotion >= 0:
-            emotions.setdefault(c.content, set()).add(c.emotion)
-    contents = sorted(k for k, e in emotions.items() if len(e) == 4)  # held-out clips of every emotion
     result = {}
     for v in a.variants.split(","):
-        folds = [fold(clips, styles, k, mirror=(v == "mirror")) for k in contents]
+        recipe = RECIPES[v]
+        clips, styles = body_data.load_clips(a.data, a.cache, neutral_only_labels=recipe.neutral_only_labels)
+        clips = [c for c in clips if c.split != "test"]  # never touch the test contents
+        emotions: dict[str, set[int]] = {}
+        for c in clips:
+            if c.emotion >= 0:
+                emotions.setdefault(c.content, set()).add(c.emotion)
+        contents = sorted(k for k, e in emotions.items() if len(e) == 4)  # held-out clips of every emotion
+        folds = [fold(clips, styles, k, recipe) for k in contents]
         result[v] = {
+            "command": f"python benchmarks/body_loco.py --variants {v}",
+            "recipe": asdict(recipe),
             "folds": folds,
             "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in folds])), 3),
             "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in folds])), 3),
         }
         print(f"{v}: window acc {result[v]['mean_window_acc']}, clip acc {result[v]['mean_clip_acc']} ({len(folds)} contents)")
+    if a.out.exists():  # keep the variants not re-run
+        result = {**json.loads(a.out.read_text()), **result}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -176,7 +176,7 @@ def session_windows(a: argparse.Namespace, copies: int) -> dict[str, tuple[list[
 
 def stage_body(a: argparse.Namespace) -> Stage:
     clips, styles = body_data.load_clips(a.data, a.cache, ("bow", "guide", "bye") if a.quick else None)
-    per = 3 if a.quick else 24
+    per = 3 if a.quick else body_data.TRAIN_WINDOWS_PER_CLIP
     # every train take also as its left-right mirror image (body_data.mirrored)
     train_clips = clips + [body_data.mirrored(c) for c in clips if c.split == "train"]
     tx, ty, ts, _ = body_data.make_set(train_clips, "train", per, a.seed, augment=True, emotion_only=False)
@@ -199,7 +199,8 @@ def stage_body(a: argparse.Namespace) -> Stage:
     split = {
         "dataset": "Bandai-Namco motion dataset 1 -> FK -> MediaPipe-33 -> random virtual cameras",
         "test_contents": list(body_data.TEST_CONTENTS), "test_takes": [list(t) for t in body_data.TEST_TAKES],
-        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes (+ non-emotion styles as auxiliary), each also mirrored left-right",
+        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes, each also mirrored left-right; non-emotion styles and neutral-only contents as style (auxiliary) targets only",
+        "train_windows_per_clip": per,
         "window_s": body_data.WINDOW_S, "n_train_windows": len(tx), "n_val_windows": len(vx), "n_test_windows": len(ex),
         "aux_styles": styles,
     }  # fmt: skip
@@ -399,12 +400,14 @@ def write_manifest(out: Path, manifest: dict) -> Path:
 
 def _merge_write(a: argparse.Namespace, manifest: dict) -> Path:
     """With --only, keep the other encoder's entry as it is on disk now (it may have been
-    rebuilt by a parallel run since this one started)."""
+    rebuilt by a parallel run since this one started), and the LLM entries (stage-3
+    adapter, prior weight) that this run has not rewritten: `--only body` runs no LLM stage."""
     mpath = a.out / "manifest.json"
     if a.only and not a.quick and mpath.exists():
         disk = json.loads(mpath.read_text())
         mine = {k: v for k, v in manifest["models"].items() if k == a.only or k.startswith(f"{a.only}_")}
         manifest["models"] = {**disk.get("models", {}), **mine}
+        manifest["llm"] = {**disk.get("llm", {}), **manifest["llm"]}
     return write_manifest(a.out, manifest)
 
 

@@ -224,6 +224,23 @@ def test_mirrored_take_swaps_sides_and_keeps_labels() -> None:
     assert np.allclose(mirrored(m).points, clip.points)  # an involution
 
 
+def test_neutral_only_contents_are_style_targets_only() -> None:
+    """punch exists only in the neutral ("normal") style: it keeps its style, loses its
+    emotion label (a content shortcut otherwise); walk, performed in every emotion, keeps both."""
+    from export import body_data, default_data
+
+    if not (default_data() / "bandai_motion" / "labels.csv").exists():
+        pytest.skip(f"Bandai motion data not found under {default_data()} (set DEEMO_DATA)")
+    clips, styles = body_data.load_clips(default_data(), None, ("punch", "walk"))
+    punch = [c for c in clips if c.content == "punch"]
+    assert punch and all(c.style == "normal" and c.emotion == -1 for c in punch)
+    walk = {c.style: c.emotion for c in clips if c.content == "walk"}
+    assert [walk[s] for s in ("normal", "happy", "sad", "angry")] == [0, 1, 2, 3]
+    assert "normal" in styles and len(styles) == 15
+    labelled, _ = body_data.load_clips(default_data(), None, ("punch",), neutral_only_labels=True)
+    assert [c.emotion for c in labelled] == [0] * len(punch)
+
+
 @pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
 def test_answerer_fuses_with_the_session_heads_weight_once_it_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Answerer passes the session head's own prior weight to the LLM for the windows the

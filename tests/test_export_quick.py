@@ -131,3 +131,25 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         assert "[lora] session prior weight" in proc.stdout
     else:
         assert "stage 3 (LoRA): skipped" in proc.stdout
+
+
+def test_only_body_keeps_the_audio_models_and_the_llm_entries(tmp_path: Path) -> None:
+    """`build_engines --only body` runs no LLM stage: what the audio run wrote (its models,
+    the stage-3 adapter's manifest entry that makes it the runtime default) stays."""
+    pytest.importorskip("torch")
+    from export.build_engines import _merge_write, parse_args
+
+    disk = {"llm": {"gguf": "g", "n_embd": 576, "lora": {"file": "a.gguf", "default": True}},
+            "models": {"audio": {"onnx": "audio.onnx"}, "audio_session": {"onnx": "s.onnx"}, "body": {"onnx": "old.onnx"}}}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(disk))
+    a = parse_args(["--only", "body", "--out", str(tmp_path)])
+    _merge_write(a, {"llm": {"gguf": "g", "n_embd": 576}, "models": {"body": {"onnx": "new.onnx"}}})
+    got = json.loads((tmp_path / "manifest.json").read_text())
+    assert got["llm"]["lora"] == {"file": "a.gguf", "default": True}
+    assert got["models"]["body"] == {"onnx": "new.onnx"}
+    assert got["models"]["audio"] == {"onnx": "audio.onnx"} and "audio_session" in got["models"]
+    # an audio run's fresh stage-3 entry replaces the one on disk
+    a = parse_args(["--only", "audio", "--out", str(tmp_path)])
+    _merge_write(a, {"llm": {"gguf": "g", "n_embd": 576, "lora": {"file": "b.gguf"}}, "models": {"audio": {"onnx": "a2.onnx"}}})
+    got = json.loads((tmp_path / "manifest.json").read_text())
+    assert got["llm"]["lora"] == {"file": "b.gguf"} and got["models"]["body"] == {"onnx": "new.onnx"}
