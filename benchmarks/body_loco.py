@@ -4,15 +4,17 @@ Each content of the training split that has all four emotions (bow, byebye, dash
 walk take 001, walk-back, walk-right) is held out in turn; the encoder is trained on the
 others exactly as export/build_engines.py trains it (20 epochs, fixed schedule) and scored
 on 16 random-camera windows per held-out clip. The test contents are never loaded.
-This is how left-right mirroring (body_data.mirrored) and the neutral-only contents'
-missing emotion labels (body_data.load_clips) were chosen:
+This is how left-right mirroring (body_data.mirrored), the neutral-only contents'
+missing emotion labels (body_data.load_clips) and the number of camera views per take
+(body_data.TRAIN_WINDOWS_PER_CLIP) were chosen:
 
     base       every take once, neutral-only contents labelled neutral
     mirror     + each take's left-right mirror image
     unlabelled + the neutral-only contents as style targets only
     views48    + 48 random-camera windows per training take instead of 24 (shipped)
+    epochs40   unlabelled trained twice as long instead (as many steps as views48)
 
-    python benchmarks/body_loco.py                      # all variants, ~9 min each on one core
+    python benchmarks/body_loco.py                      # all variants, 9-18 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
 """
 
@@ -42,6 +44,7 @@ class Recipe:
     mirror: bool  # add each training take's left-right mirror image
     neutral_only_labels: bool  # label the neutral-only contents neutral (else style targets only)
     windows_per_clip: int  # random-camera windows drawn per training take
+    epochs: int = 20
 
 
 # each a step from the one before it
@@ -50,6 +53,8 @@ RECIPES = {
     "mirror": Recipe(True, True, 24),
     "unlabelled": Recipe(True, False, 24),
     "views48": Recipe(True, False, 48),
+    # the same number of training steps as views48, from the 24 views of "unlabelled"
+    "epochs40": Recipe(True, False, 24, epochs=40),
 }
 
 
@@ -70,7 +75,7 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe) -> dict:
             ex.append(w), ey.append(c.emotion), eid.append(i)
     ey, eid = np.array(ey), np.array(eid)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
-    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=20, batch=32, lr=3e-3, seed=0,
+    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=recipe.epochs, batch=32, lr=3e-3, seed=0,
                              aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
     p = predict(model, ex)
     clip_p = np.stack([p[eid == i].mean(0) for i in np.unique(eid)])
