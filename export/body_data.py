@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.cues.bvh import Camera, load_bvh, project, to_mediapipe33
-from edge_app.encoders.features import BODY_FPS, body_features_from_landmarks
+from edge_app.encoders.features import BODY_FPS, BODY_JOINTS, body_features_from_landmarks
 
 EMOTIONS4 = ("neutral", "happy", "sad", "angry")
 TEST_CONTENTS = ("bye", "run", "walk-left")
@@ -88,6 +88,29 @@ MIRROR_PAIRS = ((1, 4), (2, 5), (3, 6), (7, 8), (9, 10)) + tuple((i, i + 1) for 
 _MIRROR = np.arange(33)
 for _l, _r in MIRROR_PAIRS:
     _MIRROR[_l], _MIRROR[_r] = _r, _l
+
+
+def _feature_mirror() -> tuple[np.ndarray, np.ndarray]:
+    """Channel order and signs that turn body features (`body_features_from_landmarks`:
+    x, y, dx, dy, visibility per joint of BODY_JOINTS, then the hips' dx, dy) into the
+    features of the left-right mirror image: partner joints swapped, x and dx negated
+    (the features are hip-centred, so the mirror plane runs through the hips)."""
+    idx: list[int] = []
+    sign: list[float] = []
+    for j in BODY_JOINTS:
+        first = BODY_JOINTS.index(int(_MIRROR[j])) * 5
+        idx += range(first, first + 5)
+        sign += [-1.0, 1.0, -1.0, 1.0, 1.0]
+    n = len(BODY_JOINTS) * 5
+    return np.array([*idx, n, n + 1]), np.array([*sign, -1.0, 1.0], np.float32)
+
+
+FEATURE_MIRROR_INDEX, FEATURE_MIRROR_SIGN = _feature_mirror()
+
+
+def mirror_features(feats: np.ndarray) -> np.ndarray:
+    """(..., BODY_DIM) features of the left-right mirror image of the same landmarks."""
+    return feats[..., FEATURE_MIRROR_INDEX] * FEATURE_MIRROR_SIGN
 
 
 def mirrored(clip: Clip) -> Clip:

@@ -224,6 +224,19 @@ def test_mirrored_take_swaps_sides_and_keeps_labels() -> None:
     assert np.allclose(mirrored(m).points, clip.points)  # an involution
 
 
+def test_mirror_features_equal_the_features_of_the_mirrored_landmarks() -> None:
+    from export.body_data import _MIRROR, mirror_features
+
+    rng = np.random.default_rng(3)
+    lm = np.concatenate([rng.uniform(0.2, 0.8, (30, 33, 3)), rng.uniform(0.3, 1.0, (30, 33, 1))], axis=2).astype(np.float32)
+    lm[5, 15, 3] = 0.1  # a dropped wrist
+    flipped = lm[:, _MIRROR].copy()
+    flipped[..., 0] = 1.0 - flipped[..., 0]  # x is image width, 0..1
+    f = body_features_from_landmarks(lm)
+    assert np.allclose(mirror_features(f), body_features_from_landmarks(flipped), atol=1e-5)
+    assert np.allclose(mirror_features(mirror_features(f)), f)
+
+
 def test_neutral_only_contents_are_style_targets_only() -> None:
     """punch exists only in the neutral ("normal") style: it keeps its style, loses its
     emotion label (a content shortcut otherwise); walk, performed in every emotion, keeps both."""
