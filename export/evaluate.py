@@ -79,19 +79,24 @@ def eval_audio(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np
     return out, y, probs, xs, stems
 
 
-def eval_body(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+def eval_body(a: argparse.Namespace, entry: dict) -> tuple[dict, list[dict], np.ndarray, np.ndarray]:
+    """(scores per model kind, per-clip answers of the fp32 model, labels, fp32 window probabilities)."""
     clips, _ = body_data.load_clips(a.data, a.cache)
     xs, y, _, ids = body_data.make_set(clips, "test", 16, a.seed + 2, augment=False, emotion_only=True)
-    out = {}
+    out, per_clip = {}, []
+    u = np.unique(ids)
+    cy = np.array([y[ids == i][0] for i in u])
     for kind in ("onnx", "onnx_int8"):
         p = run_onnx(a.models / entry[kind], xs)
-        u = np.unique(ids)
         cp = np.stack([p[ids == i].mean(0) for i in u])
-        cy = np.array([y[ids == i][0] for i in u])
         out[kind] = {"windows": scores(y, p), "clips": scores(cy, cp)}
         if kind == "onnx":
             probs = p
-    return out, y, probs
+            for i, q in zip(u, cp):
+                per_clip.append({"content": clips[i].content, "take": clips[i].take, "truth": body_data.EMOTIONS4[clips[i].emotion],
+                                 "answer": body_data.EMOTIONS4[int(q.argmax())], "p_answer": round(float(q.max()), 2),
+                                 "window_acc": round(float((p[ids == i].argmax(1) == clips[i].emotion).mean()), 2)})  # fmt: skip
+    return out, per_clip, y, probs
 
 
 def _recording_session():
@@ -142,7 +147,7 @@ def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.nda
                             "runtime": ans.reasoning, "source": ans.reasoning_source})
         prior_weight = llm.prior_weight
     seconds = time.perf_counter() - t0
-    out = {"n": int(len(pick)), "lora": lora, "seconds": round(seconds, 1), "prior_weight": prior_weight,
+    out = {"n": len(pick), "lora": lora, "seconds": round(seconds, 1), "prior_weight": prior_weight,
            "head_on_same_items": {"8class": scores(y[pick], head[pick]), "4class": scores(y[pick], head[pick], FOUR)}}
     for k, v in res.items():
         p = np.stack(v)
@@ -182,8 +187,8 @@ def llm_markdown(v: dict) -> list[str]:
             lines.append(f"| {k} | {m['8class']['accuracy']:.3f} | {m['8class']['macro_f1']:.3f} | {m['4class']['accuracy']:.3f} | {m['4class']['macro_f1']:.3f} |")
     if "judge" in v:
         ref = v["judge"]["reference_deemo"]
-        lines += ["", "Reasoning, local judge (export/judge.py; 0-10; clue overlap = 10 x F1 of cited vs measured cue kinds, "
-                  "label overlap = emotion words vs truth, 0.5 credit within a valence/arousal group):", "",
+        lines += ["", ("Reasoning, local judge (export/judge.py; 0-10; clue overlap = 10 x F1 of cited vs measured cue kinds, "
+                  "label overlap = emotion words vs truth, 0.5 credit within a valence/arousal group):"), "",
                   "| reasoning | clue overlap | label overlap | hallucinated cues / item | items with a hallucinated cue | n (no cues) |",
                   "|---|---|---|---|---|---|"]
         for k, name in JUDGE_ROWS.items():
@@ -258,6 +263,11 @@ def markdown(r: dict) -> str:
                   "| model | window acc | window macro-F1 | clip acc | clip macro-F1 | windows | clips |", "|---|---|---|---|---|---|---|"]
         for k, v in r["body"].items():
             lines.append(f"| {k} | {v['windows']['accuracy']:.3f} | {v['windows']['macro_f1']:.3f} | {v['clips']['accuracy']:.3f} | {v['clips']['macro_f1']:.3f} | {v['windows']['n']} | {v['clips']['n']} |")
+    if r.get("body_clips"):
+        lines += ["", "Per clip (onnx; the clip's answer = mean of its 16 window probabilities):", "",
+                  "| content | take | truth | answer | p(answer) | window acc |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c['content']} | {c['take']} | {c['truth']} | {c['answer']} | {c['p_answer']:.2f} | {c['window_acc']:.2f} |"
+                  for c in r["body_clips"]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             if a.lora:
                 r["audio"]["llm_lora"] = eval_llm(a, manifest["models"]["audio"], xs, y, p, cues, a.lora)
     if "body" in manifest["models"]:
-        res, y, p = eval_body(a, manifest["models"]["body"])
+        res, r["body_clips"], y, p = eval_body(a, manifest["models"]["body"])
         r["body"] = res
         plot_confusion(y, p.argmax(1), list(body_data.EMOTIONS4), "body, held-out motion windows", a.out / "confusion_body_4class.png")
     (a.out / "encoders.json").write_text(json.dumps(r, indent=2) + "\n")
