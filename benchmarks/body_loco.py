@@ -58,13 +58,13 @@ RECIPES = {
 }
 
 
-def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe) -> dict:
+def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: int = 0) -> dict:
     train = [c for c in clips if c.content != held_out]
     if recipe.mirror:
         train += [body_data.mirrored(c) for c in train]
     held = [c for c in clips if c.content == held_out]
     tx, ty, ts = [], [], []
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)  # training views
     for c in train:
         for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True):
             tx.append(w), ty.append(c.emotion), ts.append(styles.index(c.style))
@@ -75,7 +75,7 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe) -> dict:
             ex.append(w), ey.append(c.emotion), eid.append(i)
     ey, eid = np.array(ey), np.array(eid)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
-    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=recipe.epochs, batch=32, lr=3e-3, seed=0,
+    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=recipe.epochs, batch=32, lr=3e-3, seed=seed,
                              aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
     p = predict(model, ex)
     # test-time augmentation, measured and not adopted: the same model's probabilities averaged
@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="3D joint cache")
     ap.add_argument("--variants", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)} (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/body_loco.json")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed and training views (default: %(default)s; results of another seed are "
+                    "stored as VARIANT@seedN: the spread between seeds is the noise of a comparison)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     result = {}
@@ -109,9 +112,10 @@ def main() -> None:
             if c.emotion >= 0:
                 emotions.setdefault(c.content, set()).add(c.emotion)
         contents = sorted(k for k, e in emotions.items() if len(e) == 4)  # held-out clips of every emotion
-        folds = [fold(clips, styles, k, recipe) for k in contents]
-        result[v] = {
-            "command": f"python benchmarks/body_loco.py --variants {v}",
+        folds = [fold(clips, styles, k, recipe, a.seed) for k in contents]
+        key = v if a.seed == 0 else f"{v}@seed{a.seed}"
+        result[key] = {
+            "command": f"python benchmarks/body_loco.py --variants {v}" + (f" --seed {a.seed}" if a.seed else ""),
             "recipe": asdict(recipe),
             "folds": folds,
             "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in folds])), 3),
@@ -119,8 +123,8 @@ def main() -> None:
             "mirror_tta_mean_window_acc": round(float(np.mean([f["mirror_tta"]["windows"]["accuracy"] for f in folds])), 3),
             "mirror_tta_mean_clip_acc": round(float(np.mean([f["mirror_tta"]["clips"]["accuracy"] for f in folds])), 3),
         }
-        r = result[v]
-        print(f"{v}: window acc {r['mean_window_acc']}, clip acc {r['mean_clip_acc']}; with mirror averaging "
+        r = result[key]
+        print(f"{key}: window acc {r['mean_window_acc']}, clip acc {r['mean_clip_acc']}; with mirror averaging "
               f"{r['mirror_tta_mean_window_acc']}, {r['mirror_tta_mean_clip_acc']} ({len(folds)} contents)")
     if a.out.exists():  # keep the variants not re-run
         result = {**json.loads(a.out.read_text()), **result}
