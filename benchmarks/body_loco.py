@@ -82,10 +82,9 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
     # with its answer on each window's mirror image (a paired comparison, no retraining noise;
     # views48: window accuracy 0.589 -> 0.569, clips 0.679 either way)
     p_tta = 0.5 * (p + predict(model, [body_data.mirror_features(x) for x in ex]))
-    clip_y = np.array([ey[eid == i][0] for i in np.unique(eid)])
 
     def scored(q: np.ndarray) -> dict:
-        clip_q = np.stack([q[eid == i].mean(0) for i in np.unique(eid)])
+        _, clip_y, clip_q = body_data.per_clip(ey, q, eid)
         return {"windows": scores(ey, q), "clips": scores(clip_y, clip_q)}
 
     return {"content": held_out, **scored(p), "mirror_tta": scored(p_tta)}

@@ -186,3 +186,10 @@ def make_set(clips: list[Clip], split: str, per_clip: int, seed: int, augment: b
     return xs, np.array(ys), np.array(ss), np.array(ids)
 
 
+
+
+def per_clip(y: np.ndarray, p: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip ids, clip labels, clip probabilities) from window labels, window probabilities
+    and clip ids (`make_set`): a clip's answer is the mean of its windows' probabilities."""
+    u = np.unique(ids)
+    return u, np.array([y[ids == i][0] for i in u]), np.stack([p[ids == i].mean(0) for i in u])

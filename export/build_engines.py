@@ -189,9 +189,7 @@ def stage_body(a: argparse.Namespace) -> Stage:
         aux_y=ts, patience=10**6, keep_best=False, desc="body encoder",
     )  # fmt: skip
     pt = predict(model, ex)
-    clip_ids = np.unique(eid)
-    clip_p = np.stack([pt[eid == i].mean(0) for i in clip_ids])
-    clip_y = np.array([ey[eid == i][0] for i in clip_ids])
+    _, clip_y, clip_p = body_data.per_clip(ey, pt, eid)
     metrics = {
         "val_windows": scores(vy, predict(model, vx)),
         "test_windows": scores(ey, pt), "test_clips": scores(clip_y, clip_p), "epochs_run": len(hist),

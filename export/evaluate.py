@@ -83,20 +83,18 @@ def eval_body(a: argparse.Namespace, entry: dict) -> tuple[dict, list[dict], np.
     """(scores per model kind, per-clip answers of the fp32 model, labels, fp32 window probabilities)."""
     clips, _ = body_data.load_clips(a.data, a.cache)
     xs, y, _, ids = body_data.make_set(clips, "test", 16, a.seed + 2, augment=False, emotion_only=True)
-    out, per_clip = {}, []
-    u = np.unique(ids)
-    cy = np.array([y[ids == i][0] for i in u])
+    out, answers = {}, []
     for kind in ("onnx", "onnx_int8"):
         p = run_onnx(a.models / entry[kind], xs)
-        cp = np.stack([p[ids == i].mean(0) for i in u])
+        u, cy, cp = body_data.per_clip(y, p, ids)
         out[kind] = {"windows": scores(y, p), "clips": scores(cy, cp)}
         if kind == "onnx":
             probs = p
             for i, q in zip(u, cp):
-                per_clip.append({"content": clips[i].content, "take": clips[i].take, "truth": body_data.EMOTIONS4[clips[i].emotion],
+                answers.append({"content": clips[i].content, "take": clips[i].take, "truth": body_data.EMOTIONS4[clips[i].emotion],
                                  "answer": body_data.EMOTIONS4[int(q.argmax())], "p_answer": round(float(q.max()), 2),
                                  "window_acc": round(float((p[ids == i].argmax(1) == clips[i].emotion).mean()), 2)})  # fmt: skip
-    return out, per_clip, y, probs
+    return out, answers, y, probs
 
 
 def _recording_session():
