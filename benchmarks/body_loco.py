@@ -16,6 +16,8 @@ missing emotion labels (body_data.load_clips) and the number of camera views per
 
     python benchmarks/body_loco.py                      # all variants, 9-18 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
+    python benchmarks/body_loco.py --variants views48 --seed 1     # stored as views48@seed1
+    python benchmarks/body_loco.py --ensemble views48,views48@seed1,views48@seed2
 """
 
 from __future__ import annotations
@@ -87,7 +89,35 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
         _, clip_y, clip_q = body_data.per_clip(ey, q, eid)
         return {"windows": scores(ey, q), "clips": scores(clip_y, clip_q)}
 
-    return {"content": held_out, **scored(p), "mirror_tta": scored(p_tta)}
+    return {"content": held_out, **scored(p), "mirror_tta": scored(p_tta), "_probs": (p, ey, eid)}
+
+
+def score_folds(folds: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """Window and clip scores per held-out content, and their means, from (content, probs, labels, clip ids)."""
+    out = []
+    for content, p, ey, eid in folds:
+        _, clip_y, clip_p = body_data.per_clip(ey, p, eid)
+        out.append({"content": content, "windows": scores(ey, p), "clips": scores(clip_y, clip_p)})
+    return {"folds": out,
+            "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in out])), 3),
+            "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in out])), 3)}  # fmt: skip
+
+
+def ensemble(keys: list[str], probs_dir: Path) -> dict:
+    """Seed ensemble: the held-out windows are the same for every seed (their own fixed rng), so
+    the members' saved probabilities average window by window; each member is scored on the
+    same windows beside it (a paired comparison)."""
+    runs = [np.load(probs_dir / f"{k}.npz") for k in keys]
+    contents = [str(c) for c in runs[0]["contents"]]
+    members = []
+    for r in runs:
+        assert [str(c) for c in r["contents"]] == contents, "runs of different folds"
+        members.append([(c, r[f"p_{c}"], r[f"y_{c}"], r[f"id_{c}"]) for c in contents])
+    mean = [(c, np.mean([m[i][1] for m in members], axis=0), *members[0][i][2:]) for i, c in enumerate(contents)]
+    res = score_folds(mean)
+    res["members"] = {k: {x: score_folds(m)[x] for x in ("mean_window_acc", "mean_clip_acc")} for k, m in zip(keys, members)}
+    res["command"] = f"python benchmarks/body_loco.py --ensemble {','.join(keys)}"
+    return res
 
 
 def main() -> None:
@@ -99,10 +129,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed and training views (default: %(default)s; results of another seed are "
                     "stored as VARIANT@seedN: the spread between seeds is the noise of a comparison)")
+    ap.add_argument("--ensemble", default=None, metavar="KEY,KEY,...",
+                    help="score the mean of these finished runs' held-out probabilities (e.g. views48,views48@seed1,"
+                    "views48@seed2; each run saved them under --probs) instead of training (default: train)")
+    ap.add_argument("--probs", type=Path, default=ROOT / ".cache/body_loco",
+                    help="where each run keeps its held-out probabilities (default: %(default)s)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     result = {}
-    for v in a.variants.split(","):
+    if a.ensemble:
+        keys = a.ensemble.split(",")
+        name = f"ensemble({','.join(keys)})"
+        result[name] = r = ensemble(keys, a.probs)
+        for k, m in r["members"].items():
+            print(f"  member {k}: window acc {m['mean_window_acc']}, clip acc {m['mean_clip_acc']}")
+        print(f"{name}: window acc {r['mean_window_acc']}, clip acc {r['mean_clip_acc']}")
+    for v in a.variants.split(",") if not a.ensemble else []:
         recipe = RECIPES[v]
         clips, styles = body_data.load_clips(a.data, a.cache, neutral_only_labels=recipe.neutral_only_labels)
         clips = [c for c in clips if c.split != "test"]  # never touch the test contents
@@ -113,6 +155,12 @@ def main() -> None:
         contents = sorted(k for k, e in emotions.items() if len(e) == 4)  # held-out clips of every emotion
         folds = [fold(clips, styles, k, recipe, a.seed) for k in contents]
         key = v if a.seed == 0 else f"{v}@seed{a.seed}"
+        a.probs.mkdir(parents=True, exist_ok=True)
+        arrays = {"contents": np.array(contents)}
+        for f in folds:
+            p, ey, eid = f.pop("_probs")
+            arrays.update({f"p_{f['content']}": p, f"y_{f['content']}": ey, f"id_{f['content']}": eid})
+        np.savez(a.probs / f"{key}.npz", **arrays)
         result[key] = {
             "command": f"python benchmarks/body_loco.py --variants {v}" + (f" --seed {a.seed}" if a.seed else ""),
             "recipe": asdict(recipe),

@@ -1,9 +1,9 @@
 """Bandai-Namco BVH -> 3D joints -> random virtual cameras -> MediaPipe-33 2D keypoints.
 
 Split by content/take, never by frames: TEST = contents bye, run, walk-left plus
-walk take 002 (an unseen take of a seen content); VAL = content guide (early
-stopping); TRAIN = everything else (the neutral-only contents as style targets only,
-see `load_clips`).
+walk take 002 (an unseen take of a seen content); VAL = content guide (reported, INT8
+calibration; the full build trains on it too, TRAIN_SPLITS); TRAIN = everything else (the
+neutral-only contents as style targets only, see `load_clips`).
 Keypoints are then turned into features by `edge_app.encoders.features`, the same
 function the runtime applies to live `PoseSample`s.
 """
@@ -11,6 +11,7 @@ function the runtime applies to live `PoseSample`s.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,17 @@ WINDOW_S = 3.0
 # leave-one-content-out window accuracy 0.531 -> 0.589 (seed 1: 0.554 -> 0.558, so a small
 # gain at best; twice the epochs instead: 0.536), benchmarks/body_loco.py
 TRAIN_WINDOWS_PER_CLIP = 48
+# encoders trained from different seeds (and camera views) whose probabilities are averaged
+# (export/models.EnsembleEncoder, build_engines --body-members): not adopted. Three seeds of
+# this recipe scored leave-one-content-out window accuracy 0.589 / 0.558 / 0.538, their
+# ensemble 0.565 (+0.003 over the members' mean; clips 0.679 vs 0.643): three times the
+# training for no measurable gain (benchmarks/body_loco.py --ensemble)
+ENSEMBLE_SEEDS = 1
+# the full build trains on every content outside the test split, the validation content
+# (guide) too: the recipe is fixed (no early stopping), and guide's four emotions are one more
+# content to learn from, as in every leave-one-content-out fold; validation features still
+# calibrate INT8 quantisation (they only need to look like run-time inputs)
+TRAIN_SPLITS = ("train", "val")
 
 
 @dataclass
@@ -74,9 +86,11 @@ def load_clips(
             m = load_bvh(root / r["file"])
             step = max(1, round(m.fps / BODY_FPS))
             pts = to_mediapipe33(m)[::step].astype(np.float32)
-            if cp is not None:
+            if cp is not None:  # written whole, then renamed: a parallel run never reads half a file
                 cp.parent.mkdir(parents=True, exist_ok=True)
-                np.save(cp, pts)
+                tmp = cp.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(tmp, pts)
+                os.replace(tmp, cp)
         emo = EMOTIONS4.index(r["emotion4"]) if r["emotion4"] else -1
         if not neutral_only_labels and r["content"] not in emotional:
             emo = -1
@@ -170,13 +184,14 @@ def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool) -> list
     return out
 
 
-def make_set(clips: list[Clip], split: str, per_clip: int, seed: int, augment: bool, emotion_only: bool) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Feature windows, 4-class labels (-1 none), style labels and clip ids of one split."""
+def make_set(clips: list[Clip], split: str | tuple[str, ...], per_clip: int, seed: int, augment: bool, emotion_only: bool) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Feature windows, 4-class labels (-1 none), style labels and clip ids of one split (or several)."""
+    splits = (split,) if isinstance(split, str) else split
     rng = np.random.default_rng(seed)
     styles = sorted({c.style for c in clips})
     xs, ys, ss, ids = [], [], [], []
     for i, c in enumerate(clips):
-        if c.split != split or (emotion_only and c.emotion < 0):
+        if c.split not in splits or (emotion_only and c.emotion < 0):
             continue
         for w in windows(c, per_clip, rng, augment):
             xs.append(w)

@@ -49,7 +49,7 @@ from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, onnx_export, voice_session
-from export.models import CueEncoder, EncoderConfig, ExportWrapper, FusedEncoder, Projector, checkpoint
+from export.models import CueEncoder, EncoderConfig, EnsembleEncoder, ExportWrapper, FusedEncoder, Projector, checkpoint
 from export.train import fuse_embedding_head, predict, scores, train_audio_encoder, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,32 +177,42 @@ def session_windows(a: argparse.Namespace, copies: int) -> dict[str, tuple[list[
 def stage_body(a: argparse.Namespace) -> Stage:
     clips, styles = body_data.load_clips(a.data, a.cache, ("bow", "guide", "bye") if a.quick else None)
     per = 3 if a.quick else body_data.TRAIN_WINDOWS_PER_CLIP
-    # every train take also as its left-right mirror image (body_data.mirrored)
-    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split == "train"]
-    tx, ty, ts, _ = body_data.make_set(train_clips, "train", per, a.seed, augment=True, emotion_only=False)
+    splits = ("train",) if a.quick else body_data.TRAIN_SPLITS
+    # every training take also as its left-right mirror image (body_data.mirrored)
+    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split in splits]
     vx, vy, _, _ = body_data.make_set(clips, "val", 4 if a.quick else 16, a.seed + 1, augment=False, emotion_only=True)
     ex, ey, _, eid = body_data.make_set(clips, "test", 4 if a.quick else 16, a.seed + 2, augment=False, emotion_only=True)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
-    # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
-    model, hist = train_encoder(
-        cfg, tx, ty, vx, vy, crop=30, epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed,
-        aux_y=ts, patience=10**6, keep_best=False, desc="body encoder",
-    )  # fmt: skip
+    n_members = a.body_members or body_data.ENSEMBLE_SEEDS
+    members, hist = [], []
+    for j in range(n_members):  # member j: seed + j for its camera views and its weights
+        tx, ty, ts, _ = body_data.make_set(train_clips, splits, per, a.seed + j, augment=True, emotion_only=False)
+        if j == 0:
+            fit = [tx[i] for i in np.flatnonzero(ty >= 0)[:: max(1, int((ty >= 0).sum()) // 400)]]
+            n_train = len(tx)
+        # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
+        member, hist = train_encoder(
+            cfg, tx, ty, vx, vy, crop=30, epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed + j,
+            aux_y=ts, patience=10**6, keep_best=False, desc=f"body encoder {j + 1}/{n_members}",
+        )  # fmt: skip
+        members.append(member)
+    model = members[0] if n_members == 1 else EnsembleEncoder(members).eval()
     pt = predict(model, ex)
     _, clip_y, clip_p = body_data.per_clip(ey, pt, eid)
     metrics = {
-        "val_windows": scores(vy, predict(model, vx)),
+        "val_windows": scores(vy, predict(model, vx)), "val_in_training": "val" in splits,
         "test_windows": scores(ey, pt), "test_clips": scores(clip_y, clip_p), "epochs_run": len(hist),
+        "ensemble_members": n_members,
     }  # fmt: skip
     split = {
         "dataset": "Bandai-Namco motion dataset 1 -> FK -> MediaPipe-33 -> random virtual cameras",
         "test_contents": list(body_data.TEST_CONTENTS), "test_takes": [list(t) for t in body_data.TEST_TAKES],
-        "val_contents": list(body_data.VAL_CONTENTS), "train": "all other contents/takes, each also mirrored left-right; non-emotion styles and neutral-only contents as style (auxiliary) targets only",
-        "train_windows_per_clip": per,
-        "window_s": body_data.WINDOW_S, "n_train_windows": len(tx), "n_val_windows": len(vx), "n_test_windows": len(ex),
+        "val_contents": list(body_data.VAL_CONTENTS), "train_splits": list(splits),
+        "train": "all contents/takes of train_splits, each also mirrored left-right; non-emotion styles and neutral-only contents as style (auxiliary) targets only",
+        "train_windows_per_clip": per, "ensemble": None if n_members == 1 else f"{n_members} encoders, seeds {a.seed}..{a.seed + n_members - 1}, probabilities averaged, tokens from the first",
+        "window_s": body_data.WINDOW_S, "n_train_windows": n_train, "n_val_windows": len(vx), "n_test_windows": len(ex),
         "aux_styles": styles,
     }  # fmt: skip
-    fit = [tx[i] for i in np.flatnonzero(ty >= 0)[:: max(1, int((ty >= 0).sum()) // 400)]]
     return Stage("body", model, body_data.EMOTIONS4, vx, ex, ey, fit, metrics, split)
 
 
@@ -422,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--audio-epochs", type=int, default=12, help="audio encoder training epochs (default: %(default)s; "
                     "24 was measured, benchmarks/results/audio_cv.md)")
     ap.add_argument("--body-epochs", type=int, default=20, help="body encoder training epochs (default: %(default)s)")
+    ap.add_argument("--body-members", type=int, default=None,
+                    help=f"body encoders trained from consecutive seeds, probabilities averaged in one graph "
+                    f"(default: {body_data.ENSEMBLE_SEEDS}; measured by benchmarks/body_loco.py --ensemble)")
     ap.add_argument("--align-steps", type=int, default=40, help="stage-2 projector alignment steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--lora-steps", type=int, default=60, help="stage-3 LoRA steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--workers", type=int, default=2, help="feature-cache worker processes (default: %(default)s)")

@@ -115,6 +115,26 @@ class FusedEncoder(nn.Module):
         return tok, torch.log_softmax(logits, dim=-1) + self.weight * self.head(x), aux
 
 
+class EnsembleEncoder(nn.Module):
+    """CueEncoders trained alike from different seeds (and camera views): class probabilities
+    averaged (logits = log of the mean softmax, so a softmax downstream gives the mean), tokens
+    the first member's (the members' token spaces are unrelated; the projector is fit on the
+    first's). Same interface as CueEncoder (cfg, tokens, forward)."""
+
+    def __init__(self, members: list[CueEncoder]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.members[0].tokens(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        outs = [m(x) for m in self.members]
+        probs = torch.stack([torch.softmax(o[1], dim=-1) for o in outs]).mean(0)
+        return outs[0][0], torch.log(probs), outs[0][2]
+
+
 class Projector(nn.Module):
     """Token (D) -> LLM input embedding (llm_dim); scale matches the LLM's embedding rows."""
 
@@ -138,16 +158,20 @@ class ExportWrapper(nn.Module):
         return self.proj(tok)[0], torch.softmax(logits, dim=-1)[0]
 
 
-def checkpoint(model: CueEncoder | FusedEncoder) -> dict:
+def checkpoint(model: CueEncoder | FusedEncoder | EnsembleEncoder) -> dict:
     """What `from_checkpoint` rebuilds the model from (the encoder's config and weights,
-    plus the embedding head and its weight for a FusedEncoder)."""
+    plus the embedding head and its weight for a FusedEncoder; each member's for an ensemble)."""
+    if isinstance(model, EnsembleEncoder):
+        return {"members": [checkpoint(m) for m in model.members]}
     if isinstance(model, FusedEncoder):
         head = {"state": model.head.state_dict(), "first": model.head.first, "dim": model.head.dim, "weight": model.weight}
         return {"encoder": model.enc.state_dict(), "config": model.enc.cfg.to_dict(), "embedding_head": head}
     return {"encoder": model.state_dict(), "config": model.cfg.to_dict()}
 
 
-def from_checkpoint(ckpt: dict) -> CueEncoder | FusedEncoder:
+def from_checkpoint(ckpt: dict) -> CueEncoder | FusedEncoder | EnsembleEncoder:
+    if "members" in ckpt:
+        return EnsembleEncoder([from_checkpoint(m) for m in ckpt["members"]]).eval()
     enc = CueEncoder(EncoderConfig(**{**ckpt["config"], "dilations": tuple(ckpt["config"]["dilations"])}))
     enc.load_state_dict(ckpt["encoder"])
     enc.eval()

@@ -36,7 +36,7 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     stamps = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in committed if p.is_file()}
     t0 = time.time()
     cmd = [sys.executable, "export/build_engines.py", "--quick", "--out", str(out), "--data", str(DATA),
-           "--cache", str(tmp_path / "cache"), "--workers", "2"]  # fmt: skip
+           "--cache", str(tmp_path / "cache"), "--workers", "2", "--body-members", "2"]  # fmt: skip
     proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=390)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.time() - t0 < 240 + 120  # budget 4 min on 2 idle cores (+ slack for a busy CI box)
@@ -58,6 +58,10 @@ def test_build_engines_quick(tmp_path: Path) -> None:
         assert 0.0 <= entry["int8_vs_fp32"]["top1_agreement"] <= 1.0
         assert (out / "calibration" / f"{name}_features.npz").exists()  # cue tensors, not media
     assert manifest["models"]["audio"]["split"]["test_actors"] == [21]
+    # --body-members 2: the body encoder is a seed ensemble, exported and quantised as one graph
+    body = manifest["models"]["body"]
+    assert body["metrics"]["ensemble_members"] == 2 and "2 encoders" in body["split"]["ensemble"]
+    assert body["metrics"]["val_in_training"] is False  # a quick run keeps validation out
     # both audio models read every feature channel and fuse the speech-embedding head
     # with a weight from the validation grid
     for name in ("audio", "audio_session"):
