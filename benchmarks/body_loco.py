@@ -111,7 +111,8 @@ def ensemble(keys: list[str], probs_dir: Path) -> dict:
     contents = [str(c) for c in runs[0]["contents"]]
     members = []
     for r in runs:
-        assert [str(c) for c in r["contents"]] == contents, "runs of different folds"
+        if [str(c) for c in r["contents"]] != contents:
+            raise ValueError(f"runs of different folds: {keys}")
         members.append([(c, r[f"p_{c}"], r[f"y_{c}"], r[f"id_{c}"]) for c in contents])
     mean = [(c, np.mean([m[i][1] for m in members], axis=0), *members[0][i][2:]) for i, c in enumerate(contents)]
     res = score_folds(mean)
@@ -176,6 +177,26 @@ def main() -> None:
     if a.out.exists():  # keep the variants not re-run
         result = {**json.loads(a.out.read_text()), **result}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """Every stored run, its mean scores and its window accuracy per held-out content."""
+    runs = {k: v for k, v in result.items() if isinstance(v, dict) and "folds" in v}
+    contents = [f["content"] for f in next(iter(runs.values()))["folds"]]
+    lines = [
+        "# Body encoder recipes: leave-one-content-out validation (no test data)", "",
+        ("Written by `python benchmarks/body_loco.py` from `body_loco.json`. Each four-emotion training content is "
+         "held out in turn; 16 random-camera windows per held-out clip; a clip's answer is the mean of its windows' "
+         "probabilities. `@seedN`: the same recipe from another seed (training views and initialisation). "
+         "Window accuracy per held-out content in the last columns."), "",
+        "| run | window acc | clip acc | " + " | ".join(contents) + " |",
+        "|---|---|---|" + "---|" * len(contents),
+    ]  # fmt: skip
+    for k, r in runs.items():
+        per = {f["content"]: f"{f['windows']['accuracy']:.3f}" for f in r["folds"]}
+        lines.append(f"| {k} | {r['mean_window_acc']:.3f} | {r['mean_clip_acc']:.3f} | " + " | ".join(per.get(c, "") for c in contents) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
