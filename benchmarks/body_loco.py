@@ -84,23 +84,25 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
     # with its answer on each window's mirror image (a paired comparison, no retraining noise;
     # views48: window accuracy 0.589 -> 0.569, clips 0.679 either way)
     p_tta = 0.5 * (p + predict(model, [body_data.mirror_features(x) for x in ex]))
+    return {"content": held_out, **scored(ey, p, eid), "mirror_tta": scored(ey, p_tta, eid), "_probs": (p, ey, eid)}
 
-    def scored(q: np.ndarray) -> dict:
-        _, clip_y, clip_q = body_data.per_clip(ey, q, eid)
-        return {"windows": scores(ey, q), "clips": scores(clip_y, clip_q)}
 
-    return {"content": held_out, **scored(p), "mirror_tta": scored(p_tta), "_probs": (p, ey, eid)}
+def scored(ey: np.ndarray, p: np.ndarray, eid: np.ndarray) -> dict:
+    """Window and clip scores of one held-out content."""
+    _, clip_y, clip_p = body_data.per_clip(ey, p, eid)
+    return {"windows": scores(ey, p), "clips": scores(clip_y, clip_p)}
+
+
+def mean_accuracies(folds: list[dict]) -> dict:
+    """Window and clip accuracy averaged over held-out contents (each weighs the same)."""
+    return {"mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in folds])), 3),
+            "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in folds])), 3)}  # fmt: skip
 
 
 def score_folds(folds: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> dict:
-    """Window and clip scores per held-out content, and their means, from (content, probs, labels, clip ids)."""
-    out = []
-    for content, p, ey, eid in folds:
-        _, clip_y, clip_p = body_data.per_clip(ey, p, eid)
-        out.append({"content": content, "windows": scores(ey, p), "clips": scores(clip_y, clip_p)})
-    return {"folds": out,
-            "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in out])), 3),
-            "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in out])), 3)}  # fmt: skip
+    """Scores per held-out content and their means, from (content, probs, labels, clip ids)."""
+    out = [{"content": c, **scored(ey, p, eid)} for c, p, ey, eid in folds]
+    return {"folds": out, **mean_accuracies(out)}
 
 
 def ensemble(keys: list[str], probs_dir: Path) -> dict:
@@ -116,7 +118,7 @@ def ensemble(keys: list[str], probs_dir: Path) -> dict:
         members.append([(c, r[f"p_{c}"], r[f"y_{c}"], r[f"id_{c}"]) for c in contents])
     mean = [(c, np.mean([m[i][1] for m in members], axis=0), *members[0][i][2:]) for i, c in enumerate(contents)]
     res = score_folds(mean)
-    res["members"] = {k: {x: score_folds(m)[x] for x in ("mean_window_acc", "mean_clip_acc")} for k, m in zip(keys, members)}
+    res["members"] = {k: mean_accuracies(score_folds(m)["folds"]) for k, m in zip(keys, members)}
     res["command"] = f"python benchmarks/body_loco.py --ensemble {','.join(keys)}"
     return res
 
@@ -166,10 +168,8 @@ def main() -> None:
             "command": f"python benchmarks/body_loco.py --variants {v}" + (f" --seed {a.seed}" if a.seed else ""),
             "recipe": asdict(recipe),
             "folds": folds,
-            "mean_window_acc": round(float(np.mean([f["windows"]["accuracy"] for f in folds])), 3),
-            "mean_clip_acc": round(float(np.mean([f["clips"]["accuracy"] for f in folds])), 3),
-            "mirror_tta_mean_window_acc": round(float(np.mean([f["mirror_tta"]["windows"]["accuracy"] for f in folds])), 3),
-            "mirror_tta_mean_clip_acc": round(float(np.mean([f["mirror_tta"]["clips"]["accuracy"] for f in folds])), 3),
+            **mean_accuracies(folds),
+            **{f"mirror_tta_{k}": v for k, v in mean_accuracies([f["mirror_tta"] for f in folds]).items()},
         }
         r = result[key]
         print(f"{key}: window acc {r['mean_window_acc']}, clip acc {r['mean_clip_acc']}; with mirror averaging "
