@@ -22,9 +22,12 @@ and scored on validation and test actors 21-24 both ways (test reported only).
     python benchmarks/audio_training_data.py              # seeds 0 1 2, every recipe (~30 min, 2 cores)
     python benchmarks/audio_training_data.py --seeds 0 --recipes mix mix+emb
     python benchmarks/audio_training_data.py --seeds --onnx models/audio_encoder.onnx  # only score a built encoder
+    python benchmarks/audio_training_data.py --seeds --ensemble mix+head 0 1 2  # average saved runs (no training)
 
 Results: benchmarks/results/audio_training_data.{json,md} (rows of recipes and seeds not
-re-run are kept from the previous results).
+re-run are kept from the previous results). Every trained run's class probabilities on the four
+parts are saved to .cache/audio_training_data/RECIPE@seedN.npz, so that `--ensemble` can score
+the average of several seeds on the same clips as its members (a paired comparison).
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--label", nargs="*", default=[], help="their row names in the report (default: the paths)")
     p.add_argument("--epochs", type=int, default=12, help="as build_engines --audio-epochs (default: 12)")
     p.add_argument("--workers", type=int, default=2, help="trainings run at once, one thread each (default: 2)")
+    p.add_argument("--ensemble", nargs="+", default=None, metavar=("RECIPE", "SEED"),
+                   help="score the mean probabilities of saved runs of RECIPE with these seeds (default: none)")
+    p.add_argument("--probs", type=Path, default=ROOT / ".cache" / "audio_training_data",
+                   help="where each run's probabilities are saved (default: .cache/audio_training_data)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="default: benchmarks/results")
     return p.parse_args()
 
@@ -80,16 +87,36 @@ def channels(xs: list[np.ndarray], n: int | None) -> list[np.ndarray]:
     return xs if n is None else [x[:, :n] for x in xs]
 
 
-def score_parts(parts: dict, predict_fn, n_channels: int | None = None) -> dict:
+def score_probs(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
+    """8- and 4-class scores of each part's (N, 8) probabilities."""
     from export.build_engines import FOUR
     from export.train import scores
 
-    out = {}
-    for part in PARTS:
-        x, y = parts[part]
-        p = predict_fn(channels(x, n_channels))
-        out[part] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
-    return out
+    return {part: {"8class": scores(labels[part], probs[part]), "4class": scores(labels[part], probs[part], FOUR)}
+            for part in PARTS}  # fmt: skip
+
+
+def predict_parts(parts: dict, predict_fn, n_channels: int | None = None) -> dict[str, np.ndarray]:
+    return {part: predict_fn(channels(parts[part][0], n_channels)) for part in PARTS}
+
+
+def score_parts(parts: dict, predict_fn, n_channels: int | None = None) -> dict:
+    return score_probs(predict_parts(parts, predict_fn, n_channels), {part: parts[part][1] for part in PARTS})
+
+
+def run_key(recipe: str, seed: int) -> str:
+    return f"{recipe}@seed{seed}"
+
+
+def ensemble(recipe: str, seeds: list[int], probs_dir: Path) -> dict:
+    """Seed ensemble: the mean of the saved runs' probabilities, clip by clip (every run is
+    scored on the same clips, so members and ensemble are a paired comparison)."""
+    runs = [np.load(probs_dir / f"{run_key(recipe, s)}.npz") for s in seeds]
+    labels = {part: runs[0][f"y_{part}"] for part in PARTS}
+    if any(not np.array_equal(r[f"y_{part}"], labels[part]) for r in runs for part in PARTS):
+        raise ValueError(f"saved runs of {recipe} were scored on different clips: {seeds}")
+    mean = {part: np.mean([r[f"p_{part}"] for r in runs], axis=0) for part in PARTS}
+    return {"ensemble": recipe, "seeds": list(seeds), **score_probs(mean, labels)}
 
 
 def run(job: tuple[str, int, argparse.Namespace]) -> dict:
@@ -114,8 +141,12 @@ def run(job: tuple[str, int, argparse.Namespace]) -> dict:
     res = {"recipe": recipe, "seed": seed, "n_train": len(tx), "train_s": round(time.time() - t, 1)}
     if recipe.endswith("+head"):  # the fused model reads every channel; its convolutions the first n
         model, fusion = fuse_embedding_head(model, tx, ty, sel_x, sel_y)
-        return {**res, "fusion_weight": fusion["weight"], **score_parts(parts, lambda x: predict(model, x))}
-    return {**res, **score_parts(parts, lambda x: predict(model, x), n)}
+        res["fusion_weight"], n = fusion["weight"], None
+    probs = predict_parts(parts, lambda x: predict(model, x), n)
+    a.probs.mkdir(parents=True, exist_ok=True)
+    np.savez(a.probs / f"{run_key(recipe, seed)}.npz", **{f"p_{k}": v for k, v in probs.items()},
+             **{f"y_{k}": parts[k][1] for k in PARTS})
+    return {**res, **score_probs(probs, {k: parts[k][1] for k in PARTS})}
 
 
 def cell(r: dict) -> str:
@@ -147,6 +178,10 @@ def write_report(out: Path, runs: list[dict], commands: list[str]) -> None:
             mean = {p: {k: {m: float(np.mean([r[p][k][m] for r in rs])) for m in ("accuracy", "macro_f1")}
                         for k in ("8class", "4class")} for p in PARTS}
             lines.append(f"| **{recipe}, mean** | {len(rs)} | " + " | ".join(cell(mean[p]) for p in PARTS) + " |")
+    for r in runs:
+        if "ensemble" in r:
+            seeds = " ".join(map(str, r["seeds"]))
+            lines.append(f"| **{r['ensemble']}, ensemble** | {seeds} | " + " | ".join(cell(r[p]) for p in PARTS) + " |")
     (out / "audio_training_data.md").write_text("\n".join(lines) + "\n")
 
 
@@ -166,6 +201,8 @@ def main() -> None:
     redone = {(r, s) for r, s, _ in jobs}
     runs = [r for r in previous["runs"] if "recipe" in r and (r["recipe"], r["seed"]) not in redone]
     runs += [r for r in previous["runs"] if "onnx" in r and r["onnx"] not in (a.label or [str(x) for x in a.onnx])]
+    new_ensemble = (a.ensemble[0], [int(x) for x in a.ensemble[1:]]) if a.ensemble else None
+    runs += [r for r in previous["runs"] if "ensemble" in r and (r["ensemble"], r["seeds"]) != new_ensemble]
     commands = previous.get("commands", []) + [command]
     if jobs:
         load_parts(argparse.Namespace(**vars(a)))  # build any missing cache here, not in racing workers
@@ -180,6 +217,8 @@ def main() -> None:
         for path, label in zip(a.onnx, a.label or [str(x) for x in a.onnx]):
             n = onnx_input_dim(path)
             runs.append({"onnx": label, **score_parts(parts, lambda x, path=path: onnx_export.run_onnx(path, x), n)})
+    if new_ensemble:
+        runs.append(ensemble(*new_ensemble, a.probs))
     write_report(a.out, runs, commands)
     print(f"wrote {a.out}/audio_training_data.json, .md")
 
