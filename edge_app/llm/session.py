@@ -23,8 +23,8 @@ import numpy as np
 
 from edge_app.errors import ModelError, UsageError
 from edge_app.llm import prompt, reasoning
-from edge_app.llm.model import LlmOptions, resolve_embed_scale, resolve_model_path
 from edge_app.llm.embedding_table import TokenEmbeddings
+from edge_app.llm.model import LlmOptions, resolve_embed_scale, resolve_model_path
 from edge_app.records import LABELS
 
 log = logging.getLogger("deemo_edge.llm")
