@@ -10,6 +10,7 @@ Nothing here sees media other than `DeidAudio` and pose landmarks.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from edge_app.llm import LlmOptions, LlmSession
 from edge_app.llm.model import is_default_lora
 from edge_app.records import LABELS, DeidAudio
 
+log = logging.getLogger("deemo_edge.answer")
 EPS = 1e-4
 # When the LLM writes reasoning text (see AnswerOptions.reasoning).
 REASONING_POLICIES = ("always", "on_change", "never")
@@ -89,6 +91,21 @@ class Answerer:
         self.body = BodyEncoder(options.encoders)
         self.llm = LlmSession(options.llm)
         self.session_prior_weight = self._session_prior_weight()
+        self.notice = self._projector_notice()
+        if self.notice:
+            log.warning("%s", self.notice)
+
+    def _projector_notice(self) -> str | None:
+        """None when the encoders' tokens fit the LLM; else why they are not injected. The
+        projector is trained for one LLM's embedding space (SmolLM2's by default): another
+        GGUF (e.g. Gemma 3 270M, 640 wide) still gets the measured cues as text and the
+        encoders' probabilities as the label prior, but not the vectors."""
+        widths = sorted({self.audio.token_width, self.body.token_width})
+        if widths == [self.llm.n_embd]:
+            return None
+        return (f"the encoders' projector was trained for a {'/'.join(map(str, widths))}-wide LLM, "
+                f"{self.llm.model_path.name} is {self.llm.n_embd} wide: encoder vectors are not injected "
+                f"(label from the cue text and the encoders' prior); rebuild models/ for this LLM to inject them")
 
     def _session_prior_weight(self) -> float | None:
         """The fusion weight while the voice session head answers: the manifest's, when the
@@ -122,7 +139,8 @@ class Answerer:
         voice = self.audio.encode(audio) if audio is not None and _has_speech(cues) else None
         body = self.body.encode(visible) if len(visible) >= 3 else None
         t1 = time.perf_counter()
-        embeddings = {name: out.tokens for name, out in (("body", body), ("voice", voice)) if out}
+        embeddings = {name: out.tokens for name, out in (("body", body), ("voice", voice))
+                      if out and not self.notice}  # fmt: skip
         reply = self.llm.answer(
             embeddings or None,
             llm_cue_lines(cues.describe_body(), cues.describe_voice(),

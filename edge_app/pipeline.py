@@ -145,7 +145,7 @@ class Analyzer:
         self.pose.reset()  # tracking state must not leak from one file to the next
         if self.answerer is not None:
             self.answerer.new_session()  # each file gets its own voice de-identification session
-        warnings: list[str] = []
+        warnings: list[str] = [self.answerer.notice] if self.answerer is not None and self.answerer.notice else []
         with timer("audio_deid"):
             audio = self._audio(path) if info.has_audio else None
         if info.has_audio and audio is None:

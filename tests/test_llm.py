@@ -235,6 +235,13 @@ def test_filter_drops_invented_cues():
     assert filter_reasoning("Nothing relevant here.", cues) == ""
 
 
+def test_filter_drops_sentences_in_another_script():
+    # Gemma 3 270M without an adapter, on the sample clip: a cue named, then Korean
+    cues = ["hand to face 1.2-2.0 s", "leaning forward"]
+    text = "The body is leaning forward and the voice is no speech이다. The hand is at the face, café-style."
+    assert filter_reasoning(text, cues) == "The hand is at the face, café-style."
+
+
 @pytest.mark.parametrize("content", [b"", b"not a model at all", b"GGUF"])
 def test_non_gguf_file_is_a_model_error(tmp_path, content):
     bad = tmp_path / "model.gguf"

@@ -113,6 +113,11 @@ class _Encoder:
     def backend(self) -> str:
         return self.runner.backend
 
+    @property
+    def token_width(self) -> int:
+        """Width of the projected tokens: the n_embd of the LLM the projector was trained for."""
+        return int(self.entry["outputs"]["tokens"][1])
+
     def _run(self, feats: np.ndarray) -> EncoderOutput:
         tokens, probs = self.runner.run(feats[None])
         return EncoderOutput(tokens.astype(np.float32), probs.astype(np.float32), self.labels, self.backend)

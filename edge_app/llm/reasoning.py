@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 
 
@@ -98,9 +99,16 @@ def filter_reasoning(text: str, cues: Sequence[str]) -> str:
     kept = [
         drop_repeated_clauses(s.strip())
         for s in _SENTENCE.split(text.strip())
-        if s.strip() and mentioned_cues(s, cues) and not invented_cue_words(s, cues)
+        if s.strip() and latin_only(s) and mentioned_cues(s, cues) and not invented_cue_words(s, cues)
     ]
     return " ".join(kept)
+
+
+def latin_only(sentence: str) -> bool:
+    """No letter outside the Latin script: the prompt and cues are English, and a small
+    multilingual model (Gemma 3 270M without an adapter) drifts into other scripts mid-sentence
+    ("... the voice is no speech이다.")."""
+    return all(not ch.isalpha() or unicodedata.name(ch, "").startswith("LATIN") for ch in sentence)
 
 
 _CLAUSE = re.compile(r",\s*")
