@@ -525,13 +525,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "log_level", "warning"), getattr(args, "quiet", False))
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except DeemoError as err:
         print(f"deemo-edge: error: {err}", file=sys.stderr)
-        return err.exit_code
+        code = err.exit_code
     except KeyboardInterrupt:
         print("deemo-edge: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    # Models half-built when an error struck (MediaPipe's graphs, say, before a bad --model)
+    # are freed now, while fd 2 is still filtered: at interpreter teardown their C++ destructors
+    # would print log lines after the one-line error.
+    gc.collect()
+    return code
 
 
 if __name__ == "__main__":

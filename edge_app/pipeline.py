@@ -122,8 +122,15 @@ class Analyzer:
 
     def __init__(self, config: Config):
         self.config = config
-        self.pose = PoseEstimator(config.cues.pose)
+        # the models a user can get wrong (--model, models/) first: a bad one fails before
+        # MediaPipe starts threads that would log to stderr after the one-line error
         self.answerer = Answerer(config.answer) if config.answer.enabled else None
+        try:
+            self.pose = PoseEstimator(config.cues.pose)
+        except BaseException:
+            if self.answerer is not None:
+                self.answerer.close()
+            raise
 
     def close(self) -> None:
         self.pose.close()

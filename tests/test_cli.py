@@ -77,6 +77,19 @@ def test_bad_single_input_is_one_line_error(tmp_path, content, fragment):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("content, fragment", [(b"not a model\n" * 20, "not a GGUF file"),
+                                               (b"GGUF\x03\x00\x00\x00" + bytes(24), "could not load")],
+                         ids=["not-gguf", "empty-gguf"])  # fmt: skip
+def test_wrong_model_file_is_the_only_line_on_stderr(sample_clip, tmp_path, content, fragment):
+    """A bad --model fails before MediaPipe starts (its threads would log after the error)."""
+    pytest.importorskip("llama_cpp")
+    model = tmp_path / "model.gguf"
+    model.write_bytes(content)
+    proc = run("file", str(sample_clip), "--model", str(model), "--quiet")
+    assert_one_line_error(proc, 3, fragment)
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
 def test_truncated_file_keeps_what_decodes(sample_clip, tmp_path):
     data = sample_clip.read_bytes()
     cut = tmp_path / "cut.mp4"
