@@ -235,6 +235,15 @@ def test_filter_drops_invented_cues():
     assert filter_reasoning("Nothing relevant here.", cues) == ""
 
 
+def test_filter_drops_a_pitch_level_the_device_never_measures():
+    # base Gemma 3 270M, live on the sample: "high pitch" passed as naming "falling pitch"
+    cues = ["voice: falling pitch (-6.9 st/s)", "body: high motion energy (11.2)"]
+    assert filter_reasoning("The person is happy and the voice is high pitch.", cues) == ""
+    assert filter_reasoning("A deep, low-pitched voice and falling pitch.", cues) == ""
+    kept = "High motion energy and falling pitch suggest anger."
+    assert filter_reasoning(kept, cues) == kept  # "high" of a measured cue stays
+
+
 def test_filter_drops_sentences_in_another_script():
     # Gemma 3 270M without an adapter, on the sample clip: a cue named, then Korean
     cues = ["hand to face 1.2-2.0 s", "leaning forward"]

@@ -99,9 +99,29 @@ def filter_reasoning(text: str, cues: Sequence[str]) -> str:
     kept = [
         drop_repeated_clauses(s.strip())
         for s in _SENTENCE.split(text.strip())
-        if s.strip() and latin_only(s) and mentioned_cues(s, cues) and not invented_cue_words(s, cues)
+        if s.strip() and latin_only(s) and not names_pitch_level(s) and mentioned_cues(s, cues)
+        and not invented_cue_words(s, cues)
     ]
     return " ".join(kept)
+
+
+# A voice's pitch LEVEL (high, low, deep) is never measured: the de-identifier moves every
+# voice to one target pitch, and prosody reports the contour relative to the speaker. "high"
+# and "low" are stop words above (they qualify measured cues: "high motion energy"), so a
+# clause like "the voice is high pitch" would pass as naming "falling pitch"; caught here.
+_LEVEL = _words("high higher low lower deep deeper shrill squeaky")
+_PITCHED = _words("pitch pitched voice tone intonation")
+_NOT_LEVEL = _words("variability variation varied range jitter shimmer energy motion rising falling")
+_CLAUSE_SPLIT = re.compile(r"[,;:]|\band\b|\bbut\b|\bwhile\b|\bwith\b")
+
+
+def names_pitch_level(sentence: str) -> bool:
+    """A clause that calls the voice's pitch high or low (not its variability or contour)."""
+    for clause in _CLAUSE_SPLIT.split(sentence.lower()):
+        words = set(re.findall(r"[a-z]+", clause))
+        if words & _LEVEL and words & _PITCHED and not words & _NOT_LEVEL:
+            return True
+    return False
 
 
 def latin_only(sentence: str) -> bool:
