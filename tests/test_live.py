@@ -145,6 +145,19 @@ def test_missing_camera_is_a_one_line_error():
     assert proc.stdout == ""
 
 
+def test_wrong_model_flag_is_a_one_line_error(media, tmp_path):
+    """`live --model` (as `file --model`): a file that is not a GGUF stops the start, exit 3."""
+    pytest.importorskip("llama_cpp")
+    camera, _ = media
+    bad = tmp_path / "model.gguf"
+    bad.write_text("not a model\n")
+    proc = _live("--camera", str(camera), "--mic", "none", "--duration", "2", "--model", str(bad), timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("deemo-edge: error:")]
+    assert len(errors) == 1 and "not a GGUF file" in errors[0], proc.stderr
+
+
 @pytest.mark.parametrize(("camera", "mic", "fragment"), [
     ("/no/such/camera.mp4", "none", "camera /no/such/camera.mp4: no such file"),
     ("none", "/no/such/speech.flac", "microphone /no/such/speech.flac: no such file"),
