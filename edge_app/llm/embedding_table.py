@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edge_app.llm.model import GGUF_HEADER, GGUF_MAGIC
+
 _log = logging.getLogger("deemo_edge.llm")
 
 # GGUF metadata value types (gguf.GGUFValueType): fixed sizes, 8 = string, 9 = array
@@ -77,8 +79,8 @@ def locate_tensor(path: Path, name: str) -> TensorLocation | None:
             else:
                 raise ValueError(f"{path.name}: unknown GGUF value type {vtype}")
 
-        magic, version, n_tensors, n_kv = unpack("<4sIQQ")
-        if magic != b"GGUF" or version not in (2, 3):
+        magic, version, n_tensors, n_kv = unpack(GGUF_HEADER.format)
+        if magic != GGUF_MAGIC or version not in (2, 3):
             raise ValueError(f"{path.name}: not a little-endian GGUF v2/v3 file")
         alignment = 32  # GGUF_DEFAULT_ALIGNMENT
         for _ in range(n_kv):

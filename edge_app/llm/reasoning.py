@@ -118,7 +118,7 @@ _CLAUSE_SPLIT = re.compile(r"[,;:]|\band\b|\bbut\b|\bwhile\b|\bwith\b")
 def names_pitch_level(sentence: str) -> bool:
     """A clause that calls the voice's pitch high or low (not its variability or contour)."""
     for clause in _CLAUSE_SPLIT.split(sentence.lower()):
-        words = set(re.findall(r"[a-z]+", clause))
+        words = set(_WORD.findall(clause))
         if words & _LEVEL and words & _PITCHED and not words & _NOT_LEVEL:
             return True
     return False
