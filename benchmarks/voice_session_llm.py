@@ -28,7 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from edge_app.records import LABELS  # noqa: E402
 from export import audio_data, default_data, voice_session  # noqa: E402
-from export.onnx_export import run_onnx  # noqa: E402
+from export.onnx_export import run_onnx, runtime_probs  # noqa: E402
 from export.train import scores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,9 @@ def main() -> None:
     feats = voice_session.window_inputs(sessions)
     y = np.concatenate([s.labels for s in sessions])
     stems = [st for s in sessions for st in s.stems]
-    pw = run_onnx(a.models / window["onnx"], feats)
-    pc = run_onnx(a.models / head["onnx"], voice_session.flatten(sessions, causal=True)[0])
+    states = voice_session.session_states(sessions)  # both heads as the runtime fuses them with the Whisper-states head
+    pw = runtime_probs(a.models, "audio", run_onnx(a.models / window["onnx"], feats), states)
+    pc = runtime_probs(a.models, voice_session.NAME, run_onnx(a.models / head["onnx"], voice_session.flatten(sessions, causal=True)[0]), states)
     pos = voice_session.positions(sessions)
     pr = voice_session.runtime_answers(pw, pc, pos, head["min_windows"])
     session_weight = head.get("prior_weight", {}).get("value")  # as Answerer: only with the default adapter

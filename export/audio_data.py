@@ -2,7 +2,8 @@
 
 Chain per utterance (what a device sees): room (synthetic RIR) -> microphone
 (gain, band-limiting, codec-like low-pass) -> noise -> VoiceDeidentifier with
-random per-utterance parameters -> `edge_app.encoders.features.audio_features`.
+random per-utterance parameters -> `edge_app.encoders.features.audio_features`, and the
+pooled hidden states of Whisper's encoder on the same audio (`edge_app.encoders.whisper`).
 Validation / test copies get no augmentation, only the de-identifier.
 Raw audio is only read here; what is cached (and what calibration/ keeps) are features.
 """
@@ -29,6 +30,7 @@ import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from edge_app.encoders.features import SR, audio_features, audio_features_and_levels
+from edge_app.encoders.whisper import POOLED_DIM, pooled_states
 from edge_app.records import LABELS
 from export import default_data
 
@@ -106,11 +108,6 @@ def deidentify(x: np.ndarray, seed: int):
     return VoiceDeidentifier(VoiceDeidOptions(seed=seed)).process(AudioChunk(0.0, x, SR))
 
 
-def deidentified_features(x: np.ndarray, seed: int) -> np.ndarray:
-    """Anonymise with random per-utterance parameters, then compute the shared features."""
-    return audio_features(deidentify(x, seed).samples)
-
-
 def read_clip(path: str) -> np.ndarray:
     """A RAVDESS file as mono float32 at SR."""
     import soundfile as sf
@@ -123,19 +120,28 @@ def read_clip(path: str) -> np.ndarray:
     return x
 
 
-def _job(args: tuple[str, str, int, bool]) -> str:
-    src, dst, seed, aug = args
-    if os.path.exists(dst):
+def _job(args: tuple[str, str, str, int, bool]) -> str:
+    """One utterance: augment (train copies), de-identify, then whichever of its cached
+    frame features and pooled Whisper states is missing (the same audio for both)."""
+    src, dst, states_dst, seed, aug = args
+    if os.path.exists(dst) and os.path.exists(states_dst):
         return dst
     x = read_clip(src)
     rng = np.random.default_rng(seed)
     if aug:
         x = augment(x, rng)
-    feats = deidentified_features(x, seed=int(rng.integers(2**31)))
-    tmp = dst + ".tmp.npy"
-    np.save(tmp, feats.astype(np.float16))
-    os.replace(tmp, dst)
+    y = deidentify(x, seed=int(rng.integers(2**31))).samples
+    if not os.path.exists(dst):
+        _save(dst, audio_features(y).astype(np.float16))
+    if not os.path.exists(states_dst):
+        _save(states_dst, pooled_states(y))
     return dst
+
+
+def _save(dst: str, a: np.ndarray) -> None:
+    tmp = dst + ".tmp.npy"
+    np.save(tmp, a)
+    os.replace(tmp, dst)
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,23 +187,36 @@ def cache_key() -> str:
     return f"{deid_fingerprint()}-f{features_fingerprint()}"
 
 
+@functools.lru_cache(maxsize=1)
+def states_fingerprint() -> str:
+    """Short hash of the Whisper states code (edge_app/encoders/whisper.py, prose ignored)."""
+    return hashlib.sha1(code_only((ROOT / "edge_app" / "encoders" / "whisper.py").read_text()).encode()).hexdigest()[:6]
+
+
 def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
     return cache / "audio" / f"deid-{cache_key()}" / f"copy{copy}" / f"{u.stem}.npy"
+
+
+def states_path(cache: Path, u: Utterance, copy: int) -> Path:
+    """The pooled Whisper states of the same de-identified copy as `feature_path`'s."""
+    return cache / "audio" / f"whisper-{deid_fingerprint()}-w{states_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
 
 
 def build_cache(
     utts: list[Utterance], cache: Path, train_copies: int, workers: int = 2, seed: int = 0, progress: bool = True
 ) -> None:
-    """Cache copy 0 (clean, de-identified) for every utterance and augmented copies 1..n for train."""
+    """Cache copy 0 (clean, de-identified) for every utterance and augmented copies 1..n for
+    train: frame features and pooled Whisper states of the same de-identified audio."""
     jobs = []
     for u in utts:
         copies = range(train_copies + 1) if split_of(u.actor) == "train" else range(1)
         for c in copies:
-            dst = feature_path(cache, u, c)
+            dst, states_dst = feature_path(cache, u, c), states_path(cache, u, c)
             dst.parent.mkdir(parents=True, exist_ok=True)
+            states_dst.parent.mkdir(parents=True, exist_ok=True)
             s = zlib.crc32(f"{seed}:{u.stem}:{c}".encode())
-            jobs.append((str(u.path), str(dst), s, c > 0))
-    todo = [j for j in jobs if not os.path.exists(j[1])]
+            jobs.append((str(u.path), str(dst), str(states_dst), s, c > 0))
+    todo = [j for j in jobs if not (os.path.exists(j[1]) and os.path.exists(j[2]))]
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="audio features (de-identified)", disable=not progress)
@@ -213,7 +232,7 @@ def build_cache(
 
 
 def session_feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"sessions-{cache_key()}" / f"copy{copy}" / f"{u.stem}.npz"
+    return cache / "audio" / f"sessions-{cache_key()}-w{states_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npz"
 
 
 def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.ndarray]:
@@ -238,9 +257,10 @@ def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
         x = read_clip(src)
         if aug:
             x = augment(x, np.random.default_rng(seed))  # same draws = same channel all session
-        feats, levels = audio_features_and_levels(deid.process(AudioChunk(0.0, x, SR)).samples)
+        y = deid.process(AudioChunk(0.0, x, SR)).samples
+        feats, levels = audio_features_and_levels(y)
         tmp = dst + ".tmp.npz"
-        np.savez(tmp, feats=feats.astype(np.float16), levels=levels)
+        np.savez(tmp, feats=feats.astype(np.float16), levels=levels, states=pooled_states(y))
         os.replace(tmp, dst)
     return len(clips)
 
@@ -289,6 +309,7 @@ class Session:
     levels: np.ndarray  # (n, LEVELS_DIM)
     labels: np.ndarray
     stems: list[str]
+    states: np.ndarray  # (n, whisper.POOLED_DIM) pooled Whisper states of each clip
 
 
 def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range, seed: int = 0) -> list[Session]:
@@ -305,22 +326,29 @@ def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range,
                 continue
             zs = [np.load(p) for p in paths]
             out.append(Session(actor, c, [z["feats"].astype(np.float32) for z in zs], np.stack([z["levels"] for z in zs]),
-                               np.array([us[i].label for i in order]), [us[i].stem for i in order]))  # fmt: skip
+                               np.array([us[i].label for i in order]), [us[i].stem for i in order],
+                               np.stack([z["states"] for z in zs])))  # fmt: skip
     return out
 
 
 def load_split(utts: list[Utterance], cache: Path, split: str, copies: range) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     xs, ys, actors = [], [], []
-    for u in utts:
-        if split_of(u.actor) != split:
-            continue
-        for c in copies:
-            p = feature_path(cache, u, c)
-            if p.exists():
-                xs.append(np.load(p).astype(np.float32))
-                ys.append(u.label)
-                actors.append(u.actor)
+    for u, c in split_items(utts, cache, split, copies):
+        xs.append(np.load(feature_path(cache, u, c)).astype(np.float32))
+        ys.append(u.label)
+        actors.append(u.actor)
     return xs, np.array(ys), np.array(actors)
+
+
+def split_items(utts: list[Utterance], cache: Path, split: str, copies: range) -> list[tuple[Utterance, int]]:
+    """(utterance, copy) of every cached item of a split, in `load_split`'s order."""
+    return [(u, c) for u in utts if split_of(u.actor) == split for c in copies if feature_path(cache, u, c).exists()]
+
+
+def load_states(utts: list[Utterance], cache: Path, split: str, copies: range) -> np.ndarray:
+    """(N, whisper.POOLED_DIM) pooled Whisper states, row for row with `load_split`."""
+    rows = [np.load(states_path(cache, u, c)) for u, c in split_items(utts, cache, split, copies)]
+    return np.stack(rows) if rows else np.zeros((0, POOLED_DIM), np.float32)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Stages, in this order, in one process:
 (1) encoder pre-training with classification heads (audio, body), projector fitted by
     label-anchor alignment (export/llm_space.py); ONNX + INT8 export of encoder+projector;
     then the voice session head (the audio encoder's architecture on windows relative to
-    the speaker's running average; export/voice_session.py);
+    the speaker's running average; export/voice_session.py), then the Whisper-states head
+    fused into both audio models' scores (export/states_head.py; --no-states-head skips it);
 (2) projector alignment through the frozen LLM for the audio encoder (export/llm_align.py,
     `align_projector`; --align-steps, default 40, 0 skips): re-exports the audio ONNX/INT8
     with the aligned projector, recorded under manifest["models"]["audio"]["projector"];
@@ -48,7 +49,7 @@ from tqdm import tqdm
 from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM
 from edge_app.records import LABELS
-from export import audio_data, body_data, default_data, onnx_export, voice_session
+from export import audio_data, body_data, default_data, onnx_export, states_head, voice_session
 from export.models import CueEncoder, EncoderConfig, EnsembleEncoder, ExportWrapper, FusedEncoder, Projector, checkpoint
 from export.train import fuse_embedding_head, predict, scores, train_audio_encoder, train_encoder
 
@@ -310,6 +311,8 @@ def stage_align(a: argparse.Namespace, manifest: dict) -> None:
         a.out, a.cache, a.data, steps=steps, seed=a.seed, threads=a.threads, n_val=8 if a.quick else 48,
         calib=a.calib, quick=a.quick, manifest=manifest, train_copies=0 if a.quick else 2,
     )  # fmt: skip
+    if "states_head" in manifest["models"]["audio"]:  # the re-exported encoder's scores are unchanged
+        entry["states_head"] = manifest["models"]["audio"]["states_head"]
     p = entry["projector"]
     print(f"[align] {steps} steps: val 8-class macro-F1 {p['val_before']['8class']['macro_f1']:.3f} -> {p['val_after']['8class']['macro_f1']:.3f}")
     manifest["models"]["audio"] = entry
@@ -338,27 +341,12 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
         "projector": manifest["models"]["audio"]["projector"]["method"].split(":")[0],
     }  # fmt: skip
     print(f"[lora] val before {json.dumps(entry['val_before'])} after {json.dumps(entry['val_after'])}")
-    # the encoder prior's weight for this adapter's answers, on validation
+    manifest["llm"]["lora"] = entry
+    # the encoder prior's weights for this adapter's answers and the adapter decision, on validation
     from export import prior_weight
 
-    entry["prior_weight"] = prior_weight.choose_for_build(
-        a.out, a.cache, a.data, str(a.out / entry["file"]), n_val=4 if a.quick else 120, seed=a.seed,
-        threads=max(1, a.threads), workers=a.workers, quick=a.quick,
-    )  # fmt: skip
-    print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
-    entry["default_rule"] = prior_weight.decide_adapter(
-        entry, a.out, a.cache, a.data, n_val=4 if a.quick else 120, seed=a.seed, threads=max(1, a.threads),
-        workers=a.workers, quick=a.quick)  # fmt: skip
-    entry["default"] = entry["default_rule"]["default"]
-    print(f"[lora] default adapter: {entry['default']} ({json.dumps(entry['default_rule'])})")
-    manifest["llm"]["lora"] = entry
-    if voice_session.NAME in manifest["models"]:  # and its own weight while the session head answers
-        head = manifest["models"][voice_session.NAME]
-        weight = voice_session.choose_prior_weight(
-            a.out, a.cache, a.data, str(a.out / entry["file"]), a.seed, max(1, a.threads), a.quick)
-        if weight is not None:
-            head["prior_weight"] = weight
-            print(f"[lora] session prior weight {weight['value']:g} (validation macro-F1)")
+    prior_weight.choose_all(manifest, a.out, a.cache, a.data, seed=a.seed, threads=max(1, a.threads),
+                            workers=a.workers, quick=a.quick)
 
 
 def build_engines(out: Path, calib_dir: Path, manifest: dict | None) -> dict[str, str]:
@@ -435,6 +423,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--body-members", type=int, default=None,
                     help=f"body encoders trained from consecutive seeds, probabilities averaged in one graph "
                     f"(default: {body_data.ENSEMBLE_SEEDS}; measured by benchmarks/body_loco.py --ensemble)")
+    ap.add_argument("--no-states-head", dest="states_head", action="store_false",
+                    help="skip the Whisper-states head (export/states_head.py; default: fit it and fuse it into both audio models)")
     ap.add_argument("--align-steps", type=int, default=40, help="stage-2 projector alignment steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--lora-steps", type=int, default=60, help="stage-3 LoRA steps (--quick: at most 2; 0: skip)")
     ap.add_argument("--workers", type=int, default=2, help="feature-cache worker processes (default: %(default)s)")
@@ -488,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         seed_all(a.seed)
         manifest["models"][voice_session.NAME] = voice_session.build(a, manifest, a.audio_epochs)
         _merge_write(a, manifest)
+        if a.states_head:  # Whisper-states head, fused into both audio models' scores
+            rec = states_head.build(a, manifest)
+            print(f"[audio] Whisper-states head: weight {rec['weight']:g} (window), "
+                  f"{rec.get('session_head', {}).get('weight', '-')} (session head)")
+            _merge_write(a, manifest)
         from export.llm_align import shared_llm
 
         with shared_llm():  # stages 2 and 3 read the GGUF into PyTorch once

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, judge
-from export.onnx_export import run_onnx
+from export.onnx_export import run_onnx, runtime_probs
 from export.train import scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,10 +69,11 @@ def eval_audio(a: argparse.Namespace, entry: dict) -> tuple[dict, np.ndarray, np
     utts = [u for u in audio_data.load_ravdess(a.data) if audio_data.split_of(u.actor) == "test"]
     audio_data.build_cache(utts, a.cache, 0, workers=a.workers)
     xs, y, _ = audio_data.load_split(utts, a.cache, "test", range(1))
+    states = audio_data.load_states(utts, a.cache, "test", range(1))
     stems = [u.stem for u in utts if audio_data.feature_path(a.cache, u, 0).exists()]  # load_split's order
     out = {}
-    for kind in ("onnx", "onnx_int8"):
-        p = run_onnx(a.models / entry[kind], xs)
+    for kind in ("onnx", "onnx_int8"):  # as the runtime answers: fused with the Whisper-states head if registered
+        p = runtime_probs(a.models, "audio", run_onnx(a.models / entry[kind], xs), states)
         out[kind] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
         if kind == "onnx":
             probs = p

@@ -57,7 +57,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from edge_app.records import LABELS
-from export import audio_data, default_data
+from export import audio_data, default_data, onnx_export
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER_NAME = "smollm2_lora.gguf"
@@ -213,6 +213,11 @@ def load_items(utts: list, cache: Path, onnx_path: Path, split: str, seed: int =
         tokens, probs = sess.run(["tokens", "probs"], {"frames": x[None]})
         items.append({"stem": u.stem, "y": u.label, "tokens": tokens.astype(np.float32), "cues": cues[u.stem],
                       "probs": probs.astype(np.float64)})
+    if items:  # as the runtime answers: fused with the Whisper-states head if one is registered
+        states = np.stack([np.load(audio_data.states_path(cache, u, 0)) for u in sel])
+        fused = onnx_export.runtime_probs(Path(onnx_path).parent, "audio", np.stack([it["probs"] for it in items]), states)
+        for it, p in zip(items, fused):
+            it["probs"] = p.astype(np.float64)
     return items
 
 

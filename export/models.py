@@ -95,6 +95,21 @@ class EmbeddingHead(nn.Module):
         return torch.log_softmax(self.linear((pooled - self.mean) / self.std), dim=-1)
 
 
+class StatesHead(nn.Module):
+    """Pooled Whisper encoder states (edge_app.encoders.whisper.pooled_states, (B, dim))
+    -> class log-probabilities: a logistic regression on the standardised vector (the
+    training set's statistics kept as buffers, so ONNX has them)."""
+
+    def __init__(self, dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.linear = nn.Linear(dim, n_classes)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.linear((states - self.mean) / self.std), dim=-1)
+
+
 class FusedEncoder(nn.Module):
     """A trained `CueEncoder` whose class scores are fused with an `EmbeddingHead`'s:
     logits = log_softmax(encoder logits) + weight * head log-probs (a weighted product of

@@ -7,6 +7,7 @@ never raw media.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,3 +217,27 @@ class EntropyCalibrator:
                 cache.write_bytes(bytes(data))
 
         return _Calib()
+
+
+def states_logp(path: Path, states: np.ndarray) -> np.ndarray:
+    """(N, C) log-probabilities of the exported Whisper-states head."""
+    import onnxruntime as ort
+
+    if len(states) == 0:
+        return np.zeros((0, 0), np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(["logp"], {"states": s[None].astype(np.float32)})[0] for s in states])
+
+
+def runtime_probs(models: Path, name: str, probs: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Probabilities of manifest model `name` ("audio" or "audio_session") as the runtime
+    gives them: fused with the Whisper-states head (export/states_head.py) when one is
+    registered, else unchanged. `states`: row for row with `probs`."""
+    from edge_app.encoders.runtime import fuse_states
+
+    manifest = json.loads((models / "manifest.json").read_text())
+    sh = manifest["models"]["audio"].get("states_head")
+    if not sh or len(probs) == 0:
+        return probs
+    w = sh["weight"] if name == "audio" else manifest["models"].get(name, {}).get("states_weight", 0.0)
+    return fuse_states(probs, states_logp(models / sh["onnx"], states), w)

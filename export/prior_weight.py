@@ -144,6 +144,28 @@ def decide_adapter(entry: dict, models: Path, cache: Path, data: Path, n_val: in
             "rule": "reasoning CE lower and fused validation macro-F1 not below the base model's (w = 1) by more than tie"}
 
 
+def choose_all(manifest: dict, models: Path, cache: Path, data: Path, seed: int = 0, threads: int = 1,
+               workers: int = 1, quick: bool = False) -> None:
+    """Into `manifest`: the stage-3 adapter's prior weight, the adapter decision, and the
+    voice session head's own weight (export/voice_session.choose_prior_weight), all on
+    validation through the runtime path (build_engines after stage 3; export/states_head.py
+    after it changed the heads' scores)."""
+    from export import voice_session
+
+    entry = manifest["llm"]["lora"]
+    lora, n_val = str(models / entry["file"]), 4 if quick else 120
+    entry["prior_weight"] = choose_for_build(models, cache, data, lora, n_val, seed, threads, workers, quick)
+    print(f"[lora] prior weight {entry['prior_weight']['value']:g} (validation macro-F1)")
+    entry["default_rule"] = decide_adapter(entry, models, cache, data, n_val, seed, threads, workers, quick)
+    entry["default"] = entry["default_rule"]["default"]
+    print(f"[lora] default adapter: {entry['default']} ({json.dumps(entry['default_rule'])})")
+    if voice_session.NAME in manifest["models"]:  # and its own weight while the session head answers
+        weight = voice_session.choose_prior_weight(models, cache, data, lora, seed, threads, quick)
+        if weight is not None:
+            manifest["models"][voice_session.NAME]["prior_weight"] = weight
+            print(f"[lora] session prior weight {weight['value']:g} (validation macro-F1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data(),

@@ -162,12 +162,12 @@ def pooled_embedding(xs: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([np.concatenate([a.mean(0), a.std(0)]) for a in e]).astype(np.float32)
 
 
-def fit_embedding_head(tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray], vy: np.ndarray,
-                       n_classes: int) -> tuple[EmbeddingHead, dict]:
-    """Logistic regression on `pooled_embedding`, its C chosen on validation macro-F1."""
+def fit_logistic(xt: np.ndarray, ty: np.ndarray, xv: np.ndarray, vy: np.ndarray, head: torch.nn.Module) -> dict:
+    """Logistic regression on standardised `xt`, its C chosen on validation macro-F1
+    (HEAD_C_GRID), copied into `head` (buffers `mean`, `std` and a `linear` layer, so
+    the ONNX graph standardises as training did)."""
     from sklearn.linear_model import LogisticRegression
 
-    xt, xv = pooled_embedding(tx), pooled_embedding(vx)
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     best = None
     for C in HEAD_C_GRID:
@@ -176,30 +176,44 @@ def fit_embedding_head(tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np
         if best is None or f1 > best[0]:
             best = (f1, C, lr)
     f1, C, lr = best
-    head = EmbeddingHead(PROSODY_DIM, AUDIO_DIM - PROSODY_DIM, n_classes)
+    n_classes = head.linear.out_features
     coef = np.zeros((n_classes, xt.shape[1]), np.float32)
     bias = np.full(n_classes, -30.0, np.float32)  # a class missing from training: never predicted
     coef[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
     with torch.no_grad():
-        head.mean.copy_(torch.from_numpy(mu))
-        head.std.copy_(torch.from_numpy(sd))
+        head.mean.copy_(torch.from_numpy(mu.astype(np.float32)))
+        head.std.copy_(torch.from_numpy(sd.astype(np.float32)))
         head.linear.weight.copy_(torch.from_numpy(coef))
         head.linear.bias.copy_(torch.from_numpy(bias))
-    return head.eval(), {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(tx)}
+    head.eval()
+    return {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(xt)}
+
+
+def fit_embedding_head(tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray], vy: np.ndarray,
+                       n_classes: int) -> tuple[EmbeddingHead, dict]:
+    """Logistic regression on `pooled_embedding`, its C chosen on validation macro-F1."""
+    head = EmbeddingHead(PROSODY_DIM, AUDIO_DIM - PROSODY_DIM, n_classes)
+    return head, fit_logistic(pooled_embedding(tx), ty, pooled_embedding(vx), vy, head)
+
+
+def choose_fusion_weight(base_logp: np.ndarray, head_logp: np.ndarray, vy: np.ndarray) -> tuple[float, dict]:
+    """The weight w of a head's log-probs added to a model's, chosen on validation by
+    macro-F1 (FUSION_GRID; within 0.005 of the best, the smaller weight: 0 keeps the model
+    alone, so the fusion is never worse than it on validation); and the grid's scores."""
+    grid = {w: scores(vy, base_logp + w * head_logp) for w in FUSION_GRID}
+    top = max(r["macro_f1"] for r in grid.values())
+    w = min(w for w, r in grid.items() if r["macro_f1"] >= top - 0.005)
+    return w, {str(k): {m: round(v[m], 4) for m in ("accuracy", "macro_f1")} for k, v in grid.items()}
 
 
 @torch.no_grad()
 def fuse_embedding_head(model: CueEncoder, tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray],
                         vy: np.ndarray) -> tuple[FusedEncoder, dict]:
     """Fit the speech-embedding head on the training windows and choose its fusion weight
-    on validation by macro-F1 (FUSION_GRID; within 0.005 of the best, the smaller weight:
-    0 keeps the encoder alone, so the fusion is never worse than it on validation)."""
+    on validation (`choose_fusion_weight`)."""
     head, info = fit_embedding_head(tx, ty, vx, vy, model.cfg.n_classes)
     enc_logp = np.log(predict(model, vx) + 1e-9)
     head_logp = np.stack([head(torch.from_numpy(x)[None])[0].numpy() for x in vx])
-    grid = {w: scores(vy, enc_logp + w * head_logp) for w in FUSION_GRID}
-    top = max(r["macro_f1"] for r in grid.values())
-    w = min(w for w, r in grid.items() if r["macro_f1"] >= top - 0.005)
-    info.update({"weight": w, "grid_val": {str(k): {m: round(v[m], 4) for m in ("accuracy", "macro_f1")}
-                                           for k, v in grid.items()}})
+    w, grid = choose_fusion_weight(enc_logp, head_logp, vy)
+    info.update({"weight": w, "grid_val": grid})
     return FusedEncoder(model, head, w).eval(), info

