@@ -108,11 +108,17 @@ def main() -> None:
     rows["shipped audio encoder (models/manifest.json; per-utterance sessions)"] = {
         "encoder": {"8-class": {"val_acc": scratch["val_8class"]["accuracy"], "test_acc": scratch["test_8class"]["accuracy"]},
                     "4-class": {"test_acc": scratch["test_4class"]["accuracy"]}}}
+    states = manifest["models"]["audio"].get("states_head", {}).get("metrics")
+    if states:  # the window encoder as the runtime answers a single clip (export/states_head.py)
+        rows["shipped audio encoder (models/manifest.json; per-utterance sessions)"]["encoder+states"] = {
+            "8-class": {"val_acc": states["val_clips_fused_8class"]["accuracy"], "test_acc": states["test_clips_fused_8class"]["accuracy"]},
+            "4-class": {"test_acc": states["test_clips_fused_4class"]["accuracy"]}}
     Path(args.out).write_text(json.dumps(rows, indent=1))
     names = {"emb": "Resemblyzer embedding", "semb": "speech embedding (openwakeword), mean + std",
              "full": "hand-made statistics", "emb+feat": "Resemblyzer + statistics",
              "semb+feat": "speech embedding + statistics", "whisper": "Whisper tiny.en encoder states, mean + std",
-             "whisper+feat": "Whisper states + statistics", "encoder": "convolutional encoder + speech-embedding head"}
+             "whisper+feat": "Whisper states + statistics", "encoder": "convolutional encoder + speech-embedding head",
+             "encoder+states": "convolutional encoder + speech-embedding head + Whisper-states head (shipped)"}
     print("| audio | features | 8-class val | 8-class test | 4-class test | model (8-class) |")
     print("|---|---|---|---|---|---|")
     for audio, probes in rows.items():
