@@ -6,8 +6,9 @@ Why: Whisper tiny.en's encoder (edge_app/encoders/whisper.py, weights from the
 18 training speakers; on de-identified speech a logistic regression on the mean and spread
 of its hidden states is the strongest single audio classifier measured here
 (benchmarks/results/pretrained_audio.md). It does not replace the trained encoders: their
-tokens are what the LLM reads. Its log-probabilities are added to each audio model's,
-softmax(log p + w x head log-p) (edge_app.encoders.runtime.fuse_states), with one weight
+tokens are what the LLM reads. Its log-probabilities are pooled with each audio model's,
+softmax((log p + w x head log-p) / (1 + w)) (edge_app.encoders.runtime.fuse_states; the argmax
+of the plain sum, which `choose_fusion_weight` scores), with one weight
 for the window encoder and one for the voice session head, each chosen on validation
 actors 19-20 (the window encoder's on clips de-identified one by one and as sessions, as
 its embedding head's; the session head's on the sessions, causal, as at run time).
