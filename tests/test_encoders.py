@@ -447,3 +447,24 @@ def test_a_missing_whisper_package_is_a_one_line_model_error(monkeypatch: pytest
     monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
     with pytest.raises(ModelError, match="Whisper encoder not found: install it with"):
         AudioEncoder(EncoderOptions(backend="cpu"))
+
+
+def test_whisper_states_can_be_switched_off_in_the_config(tmp_path: Path) -> None:
+    """`[answer.encoders] whisper_states = false` reaches the encoder: no states head, the
+    ONNX model's own probabilities."""
+    if not _states_head_registered():
+        pytest.skip("no Whisper-states head in models/")
+    from edge_app.config import load_config
+    from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.encoders import AudioEncoder
+    from edge_app.encoders.features import audio_features_and_levels
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[answer.encoders]\nwhisper_states = false\n")
+    opts = load_config(str(cfg)).answer.encoders
+    assert opts.whisper_states is False
+    enc = AudioEncoder(opts)
+    assert enc.states_head is None
+    w = VoiceDeidentifier(VoiceDeidOptions(seed=0)).process(AudioChunk(0.0, _tone(2.0), 16000))
+    _, probs = enc.runner.run(audio_features_and_levels(w.samples)[0][None])
+    np.testing.assert_array_equal(enc.encode(w).probs, probs)

@@ -62,6 +62,10 @@ class EncoderOptions:
     # 10 was chosen on validation speakers, alone and after another speaker in the same
     # session (benchmarks/voice_session_switch.py)
     voice_session_horizon: int = 10
+    # fuse the Whisper-states head (manifest models.audio.states_head) into the voice
+    # scores: +5 to +9 points 8-class on RAVDESS test speakers for about 50 ms more per
+    # window on one core (README "Whisper encoder states"); False: the encoders alone
+    whisper_states: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ class AudioEncoder(_Encoder):
         self.session_head: SessionHead | None = None
         if self.options.voice_session and SessionHead.name in self.manifest["models"]:
             self.session_head = SessionHead(self.options)
-        sh = self.entry.get("states_head")
+        sh = self.entry.get("states_head") if self.options.whisper_states else None
         self.states_head = StatesHead(Path(self.options.models_dir) / sh["onnx"]) if sh else None
         self.states_weight = float(sh["weight"]) if sh else 0.0
 
