@@ -93,6 +93,17 @@ def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
     np.testing.assert_array_equal(v, whisper.pooled_states(speech))  # deterministic
     short = whisper.pooled_states(speech[:100])  # shorter than the convolutions need: zero-padded
     assert short.shape == (whisper.POOLED_DIM,) and np.isfinite(short).all()
+    # longer than Whisper's 30 s: encoded in 30 s pieces, all of them pooled (not just the first)
+    long = np.tile(speech, int(np.ceil(31 * 16000 / len(speech))))[: 31 * 16000]
+    enc = whisper.load_encoder()
+    pieces = [enc.states(whisper.log_mel(p)) for p in (long[: 30 * 16000], long[30 * 16000 :])]
+    first = np.concatenate([pieces[0][0], pieces[1][0]])  # the first state over both pieces
+    v_long = whisper.pooled_states(long)
+    assert v_long.shape == (whisper.POOLED_DIM,) and np.isfinite(v_long).all()
+    np.testing.assert_allclose(v_long[:384], first.mean(0), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(v_long[:384], pieces[0][0].mean(0), atol=1e-3)
+    with pytest.raises(ValueError, match="at most 1500 steps"):
+        whisper.load_encoder().states(whisper.log_mel(long))
 
 
 def test_wrong_or_missing_model_file_is_a_one_line_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,7 @@ N_HEADS = 6
 N_STATES = 4  # the residual stream after layers 0-2, and the final (normed) output
 POOLED_DIM = 2 * N_STATES * WIDTH  # mean and standard deviation of each state over time
 MIN_SAMPLES = 4 * HOP  # the two convolutions need a few frames
+MAX_SAMPLES = 30 * SR  # Whisper's 30 s: 1500 positions after the stride-2 convolution
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
@@ -168,7 +169,9 @@ class WhisperEncoder:
         x = _gelu(_conv(mel, w["conv1/weight"], w["conv1/bias"], 1))
         x = _gelu(_conv(x, w["conv2/weight"], w["conv2/bias"], 2)).T
         pos = w["position_encodings/encodings"]
-        x = x[: len(pos)] + pos[: len(x)]  # at most Whisper's 30 s
+        if len(x) > len(pos):
+            raise ValueError(f"Whisper's encoder reads at most {len(pos)} steps (30 s), got {len(x)}")
+        x = x + pos[: len(x)]
         out = []
         for i in range(self.n_layers):
             a, f = f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
@@ -197,5 +200,13 @@ def pooled_states(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples, np.float32).reshape(-1)
     if len(x) < MIN_SAMPLES:
         x = np.pad(x, (0, MIN_SAMPLES - len(x)))
-    states = load_encoder().states(log_mel(x))
+    # Whisper's positional table covers 30 s: a longer window (--window) is encoded in 30 s
+    # pieces (the last one at least MIN_SAMPLES long) and pooled over all of them
+    cuts = list(range(0, len(x), MAX_SAMPLES))
+    if len(cuts) > 1 and len(x) - cuts[-1] < MIN_SAMPLES:
+        cuts.pop()
+    pieces = [x[a:b] for a, b in zip(cuts, cuts[1:] + [len(x)])]
+    enc = load_encoder()
+    per_piece = [enc.states(log_mel(p)) for p in pieces]
+    states = [np.concatenate([pp[i] for pp in per_piece]) for i in range(N_STATES)]
     return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)
