@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from edge_app.encoders.features import SR, audio_features_and_levels  # noqa: E402
 from export import audio_data, default_data, voice_session  # noqa: E402
-from export.onnx_export import run_onnx  # noqa: E402
+from export.onnx_export import run_onnx, runtime_probs  # noqa: E402
 from export.train import scores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,21 +34,30 @@ PAIRS = {"val": ((19, 20), (20, 19)), "test": ((21, 22), (22, 21), (23, 24), (24
 HORIZONS = (10, 30, 60, 200)
 
 
-def _session(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Clips in order through one de-identifier session -> (features, levels) per clip."""
+def _session(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Clips in order through one de-identifier session -> (features, levels, pooled
+    Whisper states) per clip."""
     from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+    from edge_app.encoders.whisper import pooled_states
     from edge_app.records import AudioChunk
 
     paths, seed = args
     deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed))
-    return [audio_features_and_levels(deid.process(AudioChunk(0.0, audio_data.read_clip(p), SR)).samples) for p in paths]
+    out = []
+    for p in paths:
+        y = deid.process(AudioChunk(0.0, audio_data.read_clip(p), SR)).samples
+        out.append((*audio_features_and_levels(y), pooled_states(y)))
+    return out
 
 
-def answers(items: list[tuple[np.ndarray, np.ndarray]], horizon: int, models: Path, head: dict, window: dict) -> np.ndarray:
-    """Runtime voice probabilities per clip, causal, one running average at `horizon`."""
-    rel = voice_session.relative_running([f for f, _ in items], [lv for _, lv in items], horizon)
-    pw = run_onnx(models / window["onnx"], [f for f, _ in items])
-    pc = run_onnx(models / head["onnx"], rel)
+def answers(items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], horizon: int, models: Path, head: dict,
+            window: dict) -> np.ndarray:
+    """Runtime voice probabilities per clip, causal, one running average at `horizon`
+    (both heads pooled with the Whisper-states head when one is registered, as at run time)."""
+    feats, levels, states = [i[0] for i in items], [i[1] for i in items], np.stack([i[2] for i in items])
+    rel = voice_session.relative_running(feats, levels, horizon)
+    pw = runtime_probs(models, "audio", run_onnx(models / window["onnx"], feats), states)
+    pc = runtime_probs(models, voice_session.NAME, run_onnx(models / head["onnx"], rel), states)
     return voice_session.runtime_answers(pw, pc, np.arange(len(items)), head["min_windows"])
 
 
