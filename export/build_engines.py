@@ -167,8 +167,7 @@ def session_windows(a: argparse.Namespace, copies: int) -> dict[str, tuple[list[
     out = {}
     for part in ("train", "val", "test"):
         ss = audio_data.load_sessions(utts, a.cache, part, range(copies + 1 if part == "train" else 1), a.seed)
-        labels = np.concatenate([s.labels for s in ss]) if ss else np.zeros(0, int)
-        out[part] = (voice_session.window_inputs(ss), labels)
+        out[part] = (voice_session.window_inputs(ss), voice_session.session_labels(ss))
     return out
 
 

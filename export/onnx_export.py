@@ -226,7 +226,7 @@ def states_logp(path: Path, states: np.ndarray) -> np.ndarray:
     if len(states) == 0:
         return np.zeros((0, 0), np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(["logp"], {"states": s[None].astype(np.float32)})[0] for s in states])
+    return sess.run(["logp"], {"states": np.asarray(states, np.float32)})[0]  # exported with a batch axis
 
 
 def runtime_probs(models: Path, name: str, probs: np.ndarray, states: np.ndarray) -> np.ndarray:

@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as `python export/states_head.py`
 import argparse
 import json
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +40,6 @@ from edge_app.encoders.runtime import fuse_states
 from edge_app.encoders.whisper import PACKAGE_PIN, POOLED_DIM
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export, voice_session
-from export.audio_data import Session
 from export.models import StatesHead
 from export.train import choose_fusion_weight, fit_logistic, scores
 
@@ -54,14 +52,6 @@ def export_head(head: StatesHead, path: Path) -> Path:
     torch.onnx.export(head.eval(), (torch.zeros(1, POOLED_DIM),), str(path), dynamo=False, opset_version=onnx_export.OPSET,
                       input_names=["states"], output_names=["logp"], dynamic_axes={"states": {0: "batch"}, "logp": {0: "batch"}})
     return path
-
-
-def session_states(sessions: Sequence[Session]) -> np.ndarray:
-    return np.concatenate([s.states for s in sessions]) if sessions else np.zeros((0, POOLED_DIM), np.float32)
-
-
-def session_labels(sessions: Sequence[Session]) -> np.ndarray:
-    return np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int)
 
 
 def build(a: argparse.Namespace, manifest: dict) -> dict:
@@ -80,34 +70,33 @@ def build(a: argparse.Namespace, manifest: dict) -> dict:
         xs, y, _ = audio_data.load_split(utts, a.cache, part, cs)
         ss = audio_data.load_sessions(s_utts, a.cache, part, cs, a.seed)
         parts[part] = {"clips": (xs, y, audio_data.load_states(utts, a.cache, part, cs)), "sessions": ss}
-    tr = parts["train"]
-    ts = np.concatenate([tr["clips"][2], session_states(tr["sessions"])])
-    ty = np.concatenate([tr["clips"][1], session_labels(tr["sessions"])])
-    # validation as the window encoder meets it: clips de-identified one by one + as sessions
-    v = parts["val"]
-    vs = np.concatenate([v["clips"][2], session_states(v["sessions"])])
-    vy = np.concatenate([v["clips"][1], session_labels(v["sessions"])])
+    # each part as the window encoder meets it: clips de-identified one by one, then as sessions
+    both = {part: (np.concatenate([p["clips"][2], voice_session.session_states(p["sessions"])]),
+                   np.concatenate([p["clips"][1], voice_session.session_labels(p["sessions"])]))
+            for part, p in parts.items()}  # fmt: skip
+    (ts, ty), (vs, vy) = both["train"], both["val"]
     head = StatesHead(POOLED_DIM, len(LABELS))
     info = fit_logistic(ts, ty, vs, vy, head)
     path = export_head(head, a.out / FILE)
     entry = manifest["models"]["audio"]
     window_onnx = a.out / entry["onnx"]
+    session = manifest["models"].get(voice_session.NAME)
 
-    def window_p(part: str) -> np.ndarray:
+    scored = {}  # per part, once: window-encoder probs and states log-probs (clips then sessions), session-head probs
+    for part in ("val", "test"):
         p = parts[part]
         feats = list(p["clips"][0]) + voice_session.window_inputs(p["sessions"])
-        return onnx_export.run_onnx(window_onnx, feats) if feats else np.zeros((0, len(LABELS)))
-
-    lp_val = onnx_export.states_logp(path, vs)
-    w, grid = choose_fusion_weight(np.log(window_p("val") + 1e-9), lp_val, vy)
+        pw = onnx_export.run_onnx(window_onnx, feats) if feats else np.zeros((0, len(LABELS)))
+        pc = (onnx_export.run_onnx(a.out / session["onnx"], voice_session.flatten(p["sessions"], causal=True)[0])
+              if session is not None and p["sessions"] else None)
+        scored[part] = (pw, onnx_export.states_logp(path, both[part][0]), pc, len(p["clips"][1]))
+    pw, lp, pc, n = scored["val"]
+    w, grid = choose_fusion_weight(np.log(pw + 1e-9), lp, vy)
     record = {"onnx": FILE, "weight": w, "package": PACKAGE_PIN, "input": {"name": "states", "shape": ["1", POOLED_DIM]},
               "fit": info, "grid_val": grid, "opset": onnx_export.OPSET}  # fmt: skip
     metrics = {}
     for part in ("val", "test"):
-        p = parts[part]
-        y = np.concatenate([p["clips"][1], session_labels(p["sessions"])])
-        n = len(p["clips"][1])
-        pw, lp = window_p(part), onnx_export.states_logp(path, np.concatenate([p["clips"][2], session_states(p["sessions"])]))
+        y, (pw, lp, _, n) = both[part][1], scored[part]
         for kind, sel in (("clips", slice(0, n)), ("sessions", slice(n, len(y)))):
             if len(y[sel]) == 0:
                 continue
@@ -115,23 +104,19 @@ def build(a: argparse.Namespace, manifest: dict) -> dict:
                 metrics[f"{part}_{kind}_{tag}_8class"] = scores(y[sel], q)
                 metrics[f"{part}_{kind}_{tag}_4class"] = scores(y[sel], q, FOUR)
     record["metrics"] = metrics
-    session = manifest["models"].get(voice_session.NAME)
     if session is not None:  # the session head's own weight, on validation sessions replayed causally
-        sp = onnx_export.run_onnx(a.out / session["onnx"], voice_session.flatten(v["sessions"], causal=True)[0])
-        sw, sgrid = choose_fusion_weight(np.log(sp + 1e-9), onnx_export.states_logp(path, session_states(v["sessions"])),
-                                         session_labels(v["sessions"]))
+        pw, lp, pc, n = scored["val"]
+        sw, sgrid = choose_fusion_weight(np.log(pc + 1e-9), lp[n:], vy[n:])
         session["states_weight"] = sw
         record["session_head"] = {"weight": sw, "grid_val": sgrid}
         for part in ("val", "test"):  # what a file or a live run answers: the window encoder, then the session head
             ss = parts[part]["sessions"]
             if not ss:
                 continue
-            y, pos, st = session_labels(ss), voice_session.positions(ss), session_states(ss)
-            lp = onnx_export.states_logp(path, st)
-            pw = onnx_export.run_onnx(window_onnx, voice_session.window_inputs(ss))
-            pc = onnx_export.run_onnx(a.out / session["onnx"], voice_session.flatten(ss, causal=True)[0])
-            k = session["min_windows"]
-            for tag, (p_w, p_c) in (("runtime_before", (pw, pc)), ("runtime_fused", (fuse_states(pw, lp, w), fuse_states(pc, lp, sw)))):
+            pw, lp, pc, n = scored[part]
+            y, pos, k = both[part][1][n:], voice_session.positions(ss), session["min_windows"]
+            for tag, (p_w, p_c) in (("runtime_before", (pw[n:], pc)),
+                                    ("runtime_fused", (fuse_states(pw[n:], lp[n:], w), fuse_states(pc, lp[n:], sw)))):
                 q = voice_session.runtime_answers(p_w, p_c, pos, k)
                 record["session_head"][f"{part}_{tag}_8class"] = scores(y, q)
                 record["session_head"][f"{part}_{tag}_4class"] = scores(y, q, FOUR)

@@ -38,6 +38,7 @@ from torch import nn
 
 from edge_app.encoders.features import AUDIO_DIM, SessionLevels, relative_to_session
 from edge_app.encoders.runtime import EncoderOptions
+from edge_app.encoders.whisper import POOLED_DIM
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export
 from export.audio_data import Session
@@ -93,7 +94,7 @@ def mean_levels(levels: np.ndarray) -> np.ndarray:
 
 def flatten(sessions: Sequence[Session], causal: bool) -> tuple[list[np.ndarray], np.ndarray]:
     xs = [x for s in sessions for x in relative(s, causal)]
-    return xs, np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int)
+    return xs, session_labels(sessions)
 
 
 def runtime_answers(window_p: np.ndarray, head_p: np.ndarray, position: np.ndarray, min_windows: int) -> np.ndarray:
@@ -116,7 +117,12 @@ def positions(sessions: Sequence[Session]) -> np.ndarray:
 
 def session_states(sessions: Sequence[Session]) -> np.ndarray:
     """The clips' pooled Whisper states, row for row with `window_inputs`."""
-    return np.concatenate([s.states for s in sessions]) if sessions else np.zeros((0, 0), np.float32)
+    return np.concatenate([s.states for s in sessions]) if sessions else np.zeros((0, POOLED_DIM), np.float32)
+
+
+def session_labels(sessions: Sequence[Session]) -> np.ndarray:
+    """The clips' labels, row for row with `window_inputs`."""
+    return np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int)
 
 
 def window_inputs(sessions: Sequence[Session]) -> list[np.ndarray]:
@@ -200,7 +206,7 @@ def validation_session_windows(models: Path, cache: Path, data: Path, seed: int 
     head = manifest["models"].get(NAME)
     return {
         "items": [{"tokens": t, "cues": cues[st]} for t, st in zip(run_tokens(window_onnx, feats), stems)],
-        "y": np.concatenate([s.labels for s in sessions]) if sessions else np.zeros(0, int),
+        "y": session_labels(sessions),
         "position": positions(sessions),
         "window_p": onnx_export.runtime_probs(models, "audio", onnx_export.run_onnx(window_onnx, feats), states)
                     if feats else np.zeros((0, len(LABELS))),
