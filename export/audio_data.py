@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -120,17 +121,23 @@ def read_clip(path: str) -> np.ndarray:
     return x
 
 
+def deidentified_copy(src: str, seed: int, aug: bool) -> np.ndarray:
+    """One cached copy's audio: the clip, augmented (train copies), de-identified, all
+    drawn from `seed` (every cache of that copy sees the same audio)."""
+    x = read_clip(src)
+    rng = np.random.default_rng(seed)
+    if aug:
+        x = augment(x, rng)
+    return deidentify(x, seed=int(rng.integers(2**31))).samples
+
+
 def _job(args: tuple[str, str, str, int, bool]) -> str:
     """One utterance: augment (train copies), de-identify, then whichever of its cached
     frame features and pooled Whisper states is missing (the same audio for both)."""
     src, dst, states_dst, seed, aug = args
     if os.path.exists(dst) and os.path.exists(states_dst):
         return dst
-    x = read_clip(src)
-    rng = np.random.default_rng(seed)
-    if aug:
-        x = augment(x, rng)
-    y = deidentify(x, seed=int(rng.integers(2**31))).samples
+    y = deidentified_copy(src, seed, aug)
     if not os.path.exists(dst):
         _save(dst, audio_features(y).astype(np.float16))
     if not os.path.exists(states_dst):
@@ -189,8 +196,17 @@ def cache_key() -> str:
 
 @functools.lru_cache(maxsize=1)
 def states_fingerprint() -> str:
-    """Short hash of the Whisper states code (edge_app/encoders/whisper.py, prose ignored)."""
-    return hashlib.sha1(code_only((ROOT / "edge_app" / "encoders" / "whisper.py").read_text()).encode()).hexdigest()[:6]
+    """Short hash of what the pooled Whisper states ARE, measured instead of read from the
+    code: the states of a fixed 3 s test signal, summed in 8 blocks, to 3 significant
+    digits. A change to the weights, the front end or the encoder's arithmetic changes it;
+    a refactor or a new function in whisper.py does not (rebuilding these caches costs
+    about 40 minutes). Another machine's BLAS may round differently once in a while: that
+    only rebuilds the cache."""
+    t = np.arange(3 * SR) / SR
+    chirp = np.sin(2 * np.pi * (150 + 100 * t) * t) * (1.2 + np.sin(2 * np.pi * 3 * t))
+    x = 0.2 * chirp + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    blocks = pooled_states(x.astype(np.float32)).astype(np.float64).reshape(8, -1).sum(1)
+    return hashlib.sha1(np.array([f"{b:.3g}" for b in blocks]).tobytes()).hexdigest()[:6]
 
 
 def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
@@ -242,22 +258,29 @@ def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.nda
     return s, np.random.default_rng(s).permutation(n)
 
 
-def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
-    """One speaker's clips, in the given order, through ONE de-identifier session (one
-    warp, one running F0 estimate: what a device does while one person talks); with
-    `aug`, one room / microphone / noise condition for the whole session."""
+def session_audio(clips: list[tuple[str, str]], seed: int, aug: bool) -> Iterator[tuple[str, np.ndarray]]:
+    """(dst, de-identified audio) of each clip not yet at its dst, the clips heard in the
+    given order through ONE de-identifier session (one warp, one running F0 estimate: what
+    a device does while one person talks); with `aug`, one room / microphone / noise
+    condition for the whole session. Clips already cached are still de-identified (the
+    session's state depends on every earlier clip)."""
     from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
     from edge_app.records import AudioChunk
 
-    clips, seed, aug = args
     deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed))
     for src, dst in clips:
-        if os.path.exists(dst):
-            continue
         x = read_clip(src)
         if aug:
             x = augment(x, np.random.default_rng(seed))  # same draws = same channel all session
         y = deid.process(AudioChunk(0.0, x, SR)).samples
+        if not os.path.exists(dst):
+            yield dst, y
+
+
+def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
+    """One speaker's session (`session_audio`): frame features, levels and pooled states."""
+    clips, seed, aug = args
+    for dst, y in session_audio(clips, seed, aug):
         feats, levels = audio_features_and_levels(y)
         tmp = dst + ".tmp.npz"
         np.savez(tmp, feats=feats.astype(np.float16), levels=levels, states=pooled_states(y))
@@ -297,6 +320,74 @@ def build_session_cache(
             for n in ex.map(_session_job, jobs):
                 bar.update(n)
     bar.close()
+
+
+@functools.lru_cache(maxsize=1)
+def mel_fingerprint() -> str:
+    """Short hash of Whisper's log-mel front end (its code only)."""
+    import inspect
+
+    from edge_app.encoders import whisper
+
+    src = "".join(code_only(inspect.getsource(f)) for f in (whisper.log_mel, whisper.mel_filters))
+    return hashlib.sha1(src.encode()).hexdigest()[:6]
+
+
+def mel_path(cache: Path, u: Utterance, copy: int, session: bool = False) -> Path:
+    """Whisper log-mel (float16) of the same de-identified copy as `feature_path`'s, or with
+    `session` as `session_feature_path`'s: what export/whisper_tune.py fine-tunes on."""
+    kind = "sessmel" if session else "mel"
+    return cache / "audio" / f"{kind}-{deid_fingerprint()}-m{mel_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
+
+
+def _mel_job(args: tuple[str, str, int, bool]) -> int:
+    src, dst, seed, aug = args
+    from edge_app.encoders.whisper import log_mel
+
+    _save(dst, log_mel(deidentified_copy(src, seed, aug)).astype(np.float16))
+    return 1
+
+
+def _session_mel_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
+    from edge_app.encoders.whisper import log_mel
+
+    clips, seed, aug = args
+    for dst, y in session_audio(clips, seed, aug):
+        _save(dst, log_mel(y).astype(np.float16))
+    return len(clips)
+
+
+def build_mel_cache(utts: list[Utterance], session_utts: list[Utterance], cache: Path, train_copies: int,
+                    workers: int = 2, seed: int = 0, progress: bool = True) -> None:
+    """Whisper log-mels of every per-clip copy (as `build_cache`) and session copy (as
+    `build_session_cache`): the same de-identified audio, drawn from the same seeds."""
+    clip_jobs = []
+    for u in utts:
+        for c in range(train_copies + 1) if split_of(u.actor) == "train" else range(1):
+            dst = mel_path(cache, u, c)
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                clip_jobs.append((str(u.path), str(dst), zlib.crc32(f"{seed}:{u.stem}:{c}".encode()), c > 0))
+    by_actor: dict[int, list[Utterance]] = {}
+    for u in session_utts:
+        by_actor.setdefault(u.actor, []).append(u)
+    session_jobs = []
+    for actor, us in sorted(by_actor.items()):
+        for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
+            s, order = session_order(seed, actor, c, len(us))
+            clips = [(str(us[i].path), str(mel_path(cache, us[i], c, session=True))) for i in order]
+            if not all(os.path.exists(d) for _, d in clips):
+                Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
+                session_jobs.append((clips, s, c > 0))
+    from tqdm import tqdm
+
+    total = len(clip_jobs) + sum(len(j[0]) for j in session_jobs)
+    with tqdm(total=total, desc="Whisper log-mels (de-identified)", disable=not progress) as bar, \
+            ProcessPoolExecutor(max(1, workers)) as ex:
+        for n in ex.map(_session_mel_job, session_jobs):
+            bar.update(n)
+        for n in ex.map(_mel_job, clip_jobs, chunksize=8):
+            bar.update(n)
 
 
 @dataclass

