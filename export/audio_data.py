@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -230,8 +230,7 @@ def build_cache(
             dst, states_dst = feature_path(cache, u, c), states_path(cache, u, c)
             dst.parent.mkdir(parents=True, exist_ok=True)
             states_dst.parent.mkdir(parents=True, exist_ok=True)
-            s = zlib.crc32(f"{seed}:{u.stem}:{c}".encode())
-            jobs.append((str(u.path), str(dst), str(states_dst), s, c > 0))
+            jobs.append((str(u.path), str(dst), str(states_dst), clip_seed(seed, u, c), c > 0))
     todo = [j for j in jobs if not (os.path.exists(j[1]) and os.path.exists(j[2]))]
     from tqdm import tqdm
 
@@ -288,13 +287,11 @@ def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
     return len(clips)
 
 
-def build_session_cache(
-    utts: list[Utterance], cache: Path, train_copies: int, workers: int = 2, seed: int = 0, progress: bool = True
-) -> None:
-    """Per actor and copy, one de-identification session over all of the actor's clips
-    in a random order; features + levels (.npz). Copy 0 is clean, train copies 1..n
-    get one random channel each. A session is redone as a whole if any clip is missing
-    (its de-identifier state depends on every earlier clip)."""
+def session_jobs(utts: list[Utterance], train_copies: int, seed: int, dst: Callable[[Utterance, int], Path]
+                 ) -> list[tuple[list[tuple[str, str]], int, bool]]:
+    """(clips as (source, dst) in the order heard, session seed, augmented) of every session
+    copy (one per actor, train actors `train_copies` more) with any dst missing; makes
+    the dst folders."""
     by_actor: dict[int, list[Utterance]] = {}
     for u in utts:
         by_actor.setdefault(u.actor, []).append(u)
@@ -302,13 +299,29 @@ def build_session_cache(
     for actor, us in sorted(by_actor.items()):
         for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
             s, order = session_order(seed, actor, c, len(us))
-            clips = [(str(us[i].path), str(session_feature_path(cache, us[i], c))) for i in order]
-            if all(os.path.exists(d) for _, d in clips):
-                continue
-            for _, d in clips:
-                Path(d).unlink(missing_ok=True)
-            Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
-            jobs.append((clips, s, c > 0))
+            clips = [(str(us[i].path), str(dst(us[i], c))) for i in order]
+            if not all(os.path.exists(d) for _, d in clips):
+                Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
+                jobs.append((clips, s, c > 0))
+    return jobs
+
+
+def clip_seed(seed: int, u: Utterance, copy: int) -> int:
+    """The seed of one per-clip copy (augmentation and de-identifier draws)."""
+    return zlib.crc32(f"{seed}:{u.stem}:{copy}".encode())
+
+
+def build_session_cache(
+    utts: list[Utterance], cache: Path, train_copies: int, workers: int = 2, seed: int = 0, progress: bool = True
+) -> None:
+    """Per actor and copy, one de-identification session over all of the actor's clips
+    in a random order; features + levels (.npz). Copy 0 is clean, train copies 1..n
+    get one random channel each. A session is redone as a whole if any clip is missing
+    (its de-identifier state depends on every earlier clip)."""
+    jobs = session_jobs(utts, train_copies, seed, lambda u, c: session_feature_path(cache, u, c))
+    for clips, _, _ in jobs:
+        for _, d in clips:
+            Path(d).unlink(missing_ok=True)
     from tqdm import tqdm
 
     bar = tqdm(total=sum(len(j[0]) for j in jobs), desc="audio sessions (de-identified)", disable=not progress)
@@ -367,24 +380,14 @@ def build_mel_cache(utts: list[Utterance], session_utts: list[Utterance], cache:
             dst = mel_path(cache, u, c)
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                clip_jobs.append((str(u.path), str(dst), zlib.crc32(f"{seed}:{u.stem}:{c}".encode()), c > 0))
-    by_actor: dict[int, list[Utterance]] = {}
-    for u in session_utts:
-        by_actor.setdefault(u.actor, []).append(u)
-    session_jobs = []
-    for actor, us in sorted(by_actor.items()):
-        for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
-            s, order = session_order(seed, actor, c, len(us))
-            clips = [(str(us[i].path), str(mel_path(cache, us[i], c, session=True))) for i in order]
-            if not all(os.path.exists(d) for _, d in clips):
-                Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
-                session_jobs.append((clips, s, c > 0))
+                clip_jobs.append((str(u.path), str(dst), clip_seed(seed, u, c), c > 0))
+    sessions = session_jobs(session_utts, train_copies, seed, lambda u, c: mel_path(cache, u, c, session=True))
     from tqdm import tqdm
 
-    total = len(clip_jobs) + sum(len(j[0]) for j in session_jobs)
+    total = len(clip_jobs) + sum(len(j[0]) for j in sessions)
     with tqdm(total=total, desc="Whisper log-mels (de-identified)", disable=not progress) as bar, \
             ProcessPoolExecutor(max(1, workers)) as ex:
-        for n in ex.map(_session_mel_job, session_jobs):
+        for n in ex.map(_session_mel_job, sessions):
             bar.update(n)
         for n in ex.map(_mel_job, clip_jobs, chunksize=8):
             bar.update(n)

@@ -80,7 +80,7 @@ def voice_cues(utts: list, cache: Path, seed: int = 0, workers: int = 1, progres
     """{utterance stem: measured voice cue phrases}; computed once, cached as JSON."""
     path = cache / "cues" / "voice_cues.json"
     have: dict[str, list[str]] = json.loads(path.read_text()) if path.exists() else {}
-    todo = [(str(u.path), u.stem, zlib.crc32(f"{seed}:{u.stem}:0".encode())) for u in utts if u.stem not in have]
+    todo = [(str(u.path), u.stem, audio_data.clip_seed(seed, u, 0)) for u in utts if u.stem not in have]
     if todo:
         from tqdm import tqdm
 
