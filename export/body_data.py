@@ -170,9 +170,9 @@ def keypoints(clip: Clip, cam: Camera, rng: np.random.Generator | None) -> np.nd
     return lm
 
 
-def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool) -> list[np.ndarray]:
-    """n windows of WINDOW_S seconds (features), each from its own random camera."""
-    L = int(WINDOW_S * BODY_FPS)
+def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool, seconds: float = WINDOW_S) -> list[np.ndarray]:
+    """n windows of `seconds` (features), each from its own random camera."""
+    L = int(seconds * BODY_FPS)
     out = []
     for _ in range(n):
         lm = keypoints(clip, random_camera(rng, clip.points), rng if augment else None)
@@ -184,8 +184,10 @@ def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool) -> list
     return out
 
 
-def make_set(clips: list[Clip], split: str | tuple[str, ...], per_clip: int, seed: int, augment: bool, emotion_only: bool) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Feature windows, 4-class labels (-1 none), style labels and clip ids of one split (or several)."""
+def make_set(clips: list[Clip], split: str | tuple[str, ...], per_clip: int, seed: int, augment: bool, emotion_only: bool,
+             seconds: float = WINDOW_S) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Feature windows (`seconds` long), 4-class labels (-1 none), style labels and clip ids
+    of one split (or several)."""
     splits = (split,) if isinstance(split, str) else split
     rng = np.random.default_rng(seed)
     styles = sorted({c.style for c in clips})
@@ -193,7 +195,7 @@ def make_set(clips: list[Clip], split: str | tuple[str, ...], per_clip: int, see
     for i, c in enumerate(clips):
         if c.split not in splits or (emotion_only and c.emotion < 0):
             continue
-        for w in windows(c, per_clip, rng, augment):
+        for w in windows(c, per_clip, rng, augment, seconds):
             xs.append(w)
             ys.append(c.emotion)
             ss.append(styles.index(c.style))
