@@ -17,7 +17,7 @@ over 120 clips + 120 session clips, as the shipped head):
 Validation actors 19-20 only; test actors 21-24 are not loaded. Reads the feature cache
 (export/audio_data.py: `python -m export.states_head` builds it).
 
-    python benchmarks/states_head_variants.py     # about 8 min on 2 cores
+    python benchmarks/states_head_variants.py     # about 15 min on 2 cores
 """
 
 from __future__ import annotations
