@@ -66,6 +66,12 @@ def split_of(actor: int) -> str:
     return "train" if actor in TRAIN_ACTORS else "val" if actor in VAL_ACTORS else "test"
 
 
+def cached_copies(actor: int, train_copies: int) -> range:
+    """The copies cached for an actor's clips: 0 (clean) for everyone, 1..train_copies
+    (augmented) too for training actors."""
+    return range(train_copies + 1) if split_of(actor) == "train" else range(1)
+
+
 def _rir(rng: np.random.Generator) -> np.ndarray:
     """Synthetic room impulse response: direct path + exponentially decaying noise tail."""
     rt60 = rng.uniform(0.15, 0.8)
@@ -225,7 +231,7 @@ def build_cache(
     train: frame features and pooled Whisper states of the same de-identified audio."""
     jobs = []
     for u in utts:
-        copies = range(train_copies + 1) if split_of(u.actor) == "train" else range(1)
+        copies = cached_copies(u.actor, train_copies)
         for c in copies:
             dst, states_dst = feature_path(cache, u, c), states_path(cache, u, c)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +303,7 @@ def session_jobs(utts: list[Utterance], train_copies: int, seed: int, dst: Calla
         by_actor.setdefault(u.actor, []).append(u)
     jobs = []
     for actor, us in sorted(by_actor.items()):
-        for c in range(train_copies + 1) if split_of(actor) == "train" else range(1):
+        for c in cached_copies(actor, train_copies):
             s, order = session_order(seed, actor, c, len(us))
             clips = [(str(us[i].path), str(dst(us[i], c))) for i in order]
             if not all(os.path.exists(d) for _, d in clips):
@@ -376,7 +382,7 @@ def build_mel_cache(utts: list[Utterance], session_utts: list[Utterance], cache:
     `build_session_cache`): the same de-identified audio, drawn from the same seeds."""
     clip_jobs = []
     for u in utts:
-        for c in range(train_copies + 1) if split_of(u.actor) == "train" else range(1):
+        for c in cached_copies(u.actor, train_copies):
             dst = mel_path(cache, u, c)
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)

@@ -176,17 +176,23 @@ def fit_logistic(xt: np.ndarray, ty: np.ndarray, xv: np.ndarray, vy: np.ndarray,
         if best is None or f1 > best[0]:
             best = (f1, C, lr)
     f1, C, lr = best
+    copy_logistic(lr, mu, sd, head)
+    head.eval()
+    return {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(xt)}
+
+
+def copy_logistic(lr: object, mu: np.ndarray, sd: np.ndarray, head: torch.nn.Module) -> None:
+    """A fitted sklearn LogisticRegression (on (x - mu) / sd) into `head`: buffers `mean`,
+    `std` and a `linear` layer; a class missing from training gets bias -30 (never predicted)."""
     n_classes = head.linear.out_features
-    coef = np.zeros((n_classes, xt.shape[1]), np.float32)
-    bias = np.full(n_classes, -30.0, np.float32)  # a class missing from training: never predicted
+    coef = np.zeros((n_classes, len(mu)), np.float32)
+    bias = np.full(n_classes, -30.0, np.float32)
     coef[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_
     with torch.no_grad():
         head.mean.copy_(torch.from_numpy(mu.astype(np.float32)))
         head.std.copy_(torch.from_numpy(sd.astype(np.float32)))
         head.linear.weight.copy_(torch.from_numpy(coef))
         head.linear.bias.copy_(torch.from_numpy(bias))
-    head.eval()
-    return {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(xt)}
 
 
 def fit_embedding_head(tx: Sequence[np.ndarray], ty: np.ndarray, vx: Sequence[np.ndarray], vy: np.ndarray,

@@ -45,6 +45,8 @@ from torch import nn
 
 from edge_app.encoders import whisper
 from edge_app.records import LABELS
+from export.models import StatesHead
+from export.train import copy_logistic, fit_logistic, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = "whisper_lora.npz"
@@ -66,9 +68,6 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.a), self.b) * self.scale
 
-    def delta(self) -> np.ndarray:
-        return (self.b @ self.a * self.scale).detach().numpy().astype(np.float32)
-
 
 class AdaptedEncoder(nn.Module):
     """edge_app.encoders.whisper.WhisperEncoder in PyTorch, batched (zero-padded mels with
@@ -84,7 +83,7 @@ class AdaptedEncoder(nn.Module):
             for i in range(self.n_layers) for t in TARGETS
         })  # fmt: skip
         self.norms = {k: torch.from_numpy(v) for k, v in w.items() if "layer_norm" in k}
-        self.head = nn.Linear(whisper.POOLED_DIM, len(LABELS))
+        self.guide = StatesHead(whisper.POOLED_DIM, len(LABELS))  # the classifier that guides the adapters
         self.drop = nn.Dropout(0.1)
 
     def pooled(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -117,11 +116,14 @@ class AdaptedEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits of the standardised pooled states (their spread differs by orders
-        of magnitude between layers; `standardise` sets the statistics)."""
-        return self.head(self.drop(self.standard(self.pooled(mel, lengths))))
+        of magnitude between layers; `init_head` sets the statistics)."""
+        return self.logits(self.drop(self.standard(self.pooled(mel, lengths))))
 
     def standard(self, pooled: torch.Tensor) -> torch.Tensor:
-        return (pooled - self.mu) / self.sd
+        return (pooled - self.guide.mean) / self.guide.std
+
+    def logits(self, standardised: torch.Tensor) -> torch.Tensor:
+        return self.guide.linear(standardised)
 
     def init_head(self, pooled: np.ndarray, y: np.ndarray, C: float = 0.003) -> None:
         """Standardise with the pretrained encoder's pooled states (fixed while training) and
@@ -130,18 +132,7 @@ class AdaptedEncoder(nn.Module):
         from sklearn.linear_model import LogisticRegression
 
         mu, sd = pooled.mean(0), pooled.std(0) + 1e-3
-        self.register_buffer("mu", torch.from_numpy(mu))
-        self.register_buffer("sd", torch.from_numpy(sd))
-        lr = LogisticRegression(C=C, max_iter=2000).fit((pooled - mu) / sd, y)
-        with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.bias.fill_(-30.0)  # a class missing from training is never predicted
-            self.head.weight[lr.classes_] = torch.from_numpy(lr.coef_.astype(np.float32))
-            self.head.bias[lr.classes_] = torch.from_numpy(lr.intercept_.astype(np.float32))
-
-    def deltas(self) -> dict[str, np.ndarray]:
-        """{CTranslate2 weight name: W' - W} to add to the frozen encoder's matrices."""
-        return {k.replace("|", "/") + "/weight": m.delta() for k, m in self.lora.items()}
+        copy_logistic(LogisticRegression(C=C, max_iter=2000).fit((pooled - mu) / sd, y), mu, sd, self.guide)
 
 
 def _key(layer: int, target: str) -> str:
@@ -170,15 +161,17 @@ def pooled_all(model: AdaptedEncoder, mels: Sequence[np.ndarray], bs: int = 32) 
 
 
 def train(model: AdaptedEncoder, tm: Sequence[np.ndarray], ty: np.ndarray, vm: Sequence[np.ndarray], vy: np.ndarray,
-          epochs: int, seed: int, bs: int = 16, lr: float = 5e-4, progress: bool = True) -> dict:
+          epochs: int, seed: int, bs: int = 16, lr: float = 5e-4, progress: bool = True,
+          frozen_pooled: np.ndarray | None = None) -> dict:
     """AdamW on the adapters and the classifier, cosine schedule; random crops of 1-4 s
     (runtime windows are 4 s, speech in them often shorter). Returns the history and keeps
-    the adapters of the epoch with the best validation accuracy."""
+    the adapters of the epoch with the best validation accuracy. `frozen_pooled`: the
+    untrained model's `pooled_all(tm)` when the caller has it (computed here otherwise)."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model.init_head(pooled_all(model, tm), ty)
+    model.init_head(pooled_all(model, tm) if frozen_pooled is None else frozen_pooled, ty)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(tm) / bs)
@@ -199,7 +192,7 @@ def train(model: AdaptedEncoder, tm: Sequence[np.ndarray], ty: np.ndarray, vm: S
             losses.append(loss.item())
         model.eval()
         with torch.no_grad():
-            vp = model.head(model.standard(torch.from_numpy(pooled_all(model, vm)))).argmax(1).numpy()
+            vp = model.logits(model.standard(torch.from_numpy(pooled_all(model, vm)))).argmax(1).numpy()
         acc = float((vp == vy).mean())
         hist.append({"epoch": ep + 1, "train_loss": float(np.mean(losses)), "val_acc": acc})
         if acc > best[0]:
@@ -236,16 +229,14 @@ def save_adapters(model: AdaptedEncoder, path: Path, meta: dict) -> Path:
     return path
 
 
-def refit_scores(model: AdaptedEncoder, train: tuple, val: tuple, val_sessions: tuple) -> dict:
+def refit_scores(model: AdaptedEncoder, train_pooled: np.ndarray, ty: np.ndarray, val: tuple, val_sessions: tuple) -> dict:
     """What the product would see: export/states_head's logistic regression (C chosen on
-    validation) refitted on this encoder's pooled states, scored on validation clips
-    (de-identified one by one) and validation sessions (one de-identifier per speaker)."""
-    from export.models import StatesHead
-    from export.train import fit_logistic, scores
-
-    ts, vs, ss = (pooled_all(model, m) for m, _ in (train, val, val_sessions))
+    validation) refitted on this encoder's pooled training states (`pooled_all`), scored on
+    validation clips (de-identified one by one) and validation sessions (one de-identifier
+    per speaker)."""
+    vs, ss = (pooled_all(model, m) for m, _ in (val, val_sessions))
     head = StatesHead(whisper.POOLED_DIM, len(LABELS))
-    info = fit_logistic(ts, train[1], vs, val[1], head)
+    info = fit_logistic(train_pooled, ty, vs, val[1], head)
     with torch.no_grad():
         pv, ps = (head(torch.from_numpy(x)).exp().numpy() for x in (vs, ss))
     return {"C": info["C"], "val_clips": scores(val[1], pv), "val_sessions": scores(val_sessions[1], ps)}
@@ -280,9 +271,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     val_set = load_mels(utts, a.cache, "val", range(1))
     sessions = load_mels(utts, a.cache, "val", range(1), session=True)
     model = AdaptedEncoder(whisper.read_weights(whisper.model_file()), rank=a.rank)
-    frozen = refit_scores(model, train_set, val_set, sessions)
-    info = train(model, *train_set, *val_set, epochs=1 if a.quick else a.epochs, seed=a.seed, lr=a.lr)
-    tuned = refit_scores(model, train_set, val_set, sessions)
+    frozen_train = pooled_all(model, train_set[0])  # once: the frozen refit and the guide's start
+    frozen = refit_scores(model, frozen_train, train_set[1], val_set, sessions)
+    info = train(model, *train_set, *val_set, epochs=1 if a.quick else a.epochs, seed=a.seed, lr=a.lr,
+                 frozen_pooled=frozen_train)
+    tuned = refit_scores(model, pooled_all(model, train_set[0]), train_set[1], val_set, sessions)
     run = {"rank": a.rank, "lr": a.lr, "epochs": a.epochs, "seed": a.seed, "train_items": len(train_set[0]),
            "frozen": frozen, "tuned": tuned, **info, "seconds": round(time.time() - t0)}
     path = save_adapters(model, a.out / FILE, run)
