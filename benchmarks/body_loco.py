@@ -13,6 +13,9 @@ missing emotion labels (body_data.load_clips) and the number of camera views per
     unlabelled + the neutral-only contents as style targets only
     views48    + 48 random-camera windows per training take instead of 24 (shipped)
     epochs40   unlabelled trained twice as long instead (as many steps as views48)
+    views48_at4s  views48 (trained on 3 s windows) scored on 4 s windows, the length that
+                  `deemo-edge file` and `live` analyse by default
+    train4s    views48 trained on 4 s windows and scored on 4 s windows
 
     python benchmarks/body_loco.py                      # all variants, 9-18 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edge_app.encoders.features import BODY_DIM  # noqa: E402
+from edge_app.encoders.features import BODY_DIM, BODY_FPS  # noqa: E402
 from export import body_data, default_data  # noqa: E402
 from export.models import EncoderConfig  # noqa: E402
 from export.train import predict, scores, train_encoder  # noqa: E402
@@ -47,6 +50,8 @@ class Recipe:
     neutral_only_labels: bool  # label the neutral-only contents neutral (else style targets only)
     windows_per_clip: int  # random-camera windows drawn per training take
     epochs: int = 20
+    train_s: float = 3.0  # training window (and crop) length, seconds (3 s until 2026-12-01)
+    eval_s: float = 3.0  # held-out window length, seconds
 
 
 # each a step from the one before it
@@ -57,6 +62,9 @@ RECIPES = {
     "views48": Recipe(True, False, 48),
     # the same number of training steps as views48, from the 24 views of "unlabelled"
     "epochs40": Recipe(True, False, 24, epochs=40),
+    # the product's window length (edge_app's default 4 s), scored on the same kind of windows
+    "views48_at4s": Recipe(True, False, 48, eval_s=4.0),
+    "train4s": Recipe(True, False, 48, train_s=4.0, eval_s=4.0),
 }
 
 
@@ -68,16 +76,16 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
     tx, ty, ts = [], [], []
     rng = np.random.default_rng(seed)  # training views
     for c in train:
-        for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True):
+        for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True, seconds=recipe.train_s):
             tx.append(w), ty.append(c.emotion), ts.append(styles.index(c.style))
     ex, ey, eid = [], [], []
     rng = np.random.default_rng(2)
     for i, c in enumerate(c for c in held if c.emotion >= 0):
-        for w in body_data.windows(c, 16, rng, augment=False):
+        for w in body_data.windows(c, 16, rng, augment=False, seconds=recipe.eval_s):
             ex.append(w), ey.append(c.emotion), eid.append(i)
     ey, eid = np.array(ey), np.array(eid)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
-    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=30, epochs=recipe.epochs, batch=32, lr=3e-3, seed=seed,
+    model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=round(recipe.train_s * BODY_FPS), epochs=recipe.epochs, batch=32, lr=3e-3, seed=seed,
                              aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
     p = predict(model, ex)
     # test-time augmentation, measured and not adopted: the same model's probabilities averaged
