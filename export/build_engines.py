@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 from edge_app.deid.voice import VoiceDeidOptions
-from edge_app.encoders.features import AUDIO_DIM, BODY_DIM
+from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, BODY_FPS
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, onnx_export, states_head, voice_session
 from export.models import CueEncoder, EncoderConfig, EnsembleEncoder, ExportWrapper, FusedEncoder, Projector, checkpoint
@@ -56,7 +56,7 @@ from export.train import fuse_embedding_head, predict, scores, train_audio_encod
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
 # time-axis range of the TensorRT optimisation profiles (frames)
-TRT_PROFILES = {"audio": (32, 400, 1500), "audio_session": (32, 400, 1500), "body": (4, 30, 100)}
+TRT_PROFILES = {"audio": (32, 400, 1500), "audio_session": (32, 400, 1500), "body": (4, 40, 100)}
 
 
 @dataclass
@@ -192,7 +192,7 @@ def stage_body(a: argparse.Namespace) -> Stage:
             n_train = len(tx)
         # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
         member, hist = train_encoder(
-            cfg, tx, ty, vx, vy, crop=30, epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed + j,
+            cfg, tx, ty, vx, vy, crop=round(body_data.WINDOW_S * BODY_FPS), epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed + j,
             aux_y=ts, patience=10**6, keep_best=False, desc=f"body encoder {j + 1}/{n_members}",
         )  # fmt: skip
         members.append(member)
