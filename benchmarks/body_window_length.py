@@ -1,9 +1,9 @@
 """Held-out motion at the window length the product uses, not only the one it was trained on.
 
-The body encoder is trained and scored (export/evaluate.py) on 3 s windows
-(export/body_data.WINDOW_S); `deemo-edge file` and `live` analyse 4 s windows by default
-(config analysis.window_s / live.window_s). The encoder pools over time, so it reads any
-length; this measures the shipped ONNX model on the same held-out test clips (16 windows
+The body encoder is trained and scored (export/evaluate.py) on export/body_data.WINDOW_S
+windows (4 s since 2026-12-01, 3 s before); `deemo-edge file` and `live` analyse 4 s windows by
+default (config analysis.window_s / live.window_s) but take any --window. The encoder pools
+over time, so it reads any length; this measures the shipped ONNX model on the same held-out test clips (16 windows
 per clip, the evaluation's seed, one random virtual camera per window) at several lengths.
 A clip's answer is the mean of its windows' probabilities, as in the evaluation.
 
