@@ -15,7 +15,10 @@ missing emotion labels (body_data.load_clips) and the number of camera views per
     epochs40   unlabelled trained twice as long instead (as many steps as views48)
     views48_at4s  views48 (trained on 3 s windows) scored on 4 s windows, the length that
                   `deemo-edge file` and `live` analyse by default
-    train4s    views48 trained on 4 s windows and scored on 4 s windows
+    train4s    views48 trained on 4 s windows and scored on 4 s windows (shipped since 2026-12-01)
+    dil8       train4s with a fourth dilated block (dilations 1, 2, 4, 8): a receptive field of
+               about 6 s instead of 3 s, so one unit can see the whole 4 s window
+    d96        train4s with 96 channels instead of 64
 
     python benchmarks/body_loco.py                      # all variants, 9-18 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
@@ -52,6 +55,8 @@ class Recipe:
     epochs: int = 20
     train_s: float = 3.0  # training window (and crop) length, seconds (3 s until 2026-12-01)
     eval_s: float = 3.0  # held-out window length, seconds
+    d: int = 64  # encoder channels
+    dilations: tuple[int, ...] = (1, 2, 4)  # one residual conv block per dilation
 
 
 # each a step from the one before it
@@ -65,6 +70,8 @@ RECIPES = {
     # the product's window length (edge_app's default 4 s), scored on the same kind of windows
     "views48_at4s": Recipe(True, False, 48, eval_s=4.0),
     "train4s": Recipe(True, False, 48, train_s=4.0, eval_s=4.0),
+    "dil8": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8)),
+    "d96": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, d=96),
 }
 
 
@@ -84,7 +91,8 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
         for w in body_data.windows(c, 16, rng, augment=False, seconds=recipe.eval_s):
             ex.append(w), ey.append(c.emotion), eid.append(i)
     ey, eid = np.array(ey), np.array(eid)
-    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
+    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=recipe.d, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
+                        dilations=recipe.dilations)
     model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=round(recipe.train_s * BODY_FPS), epochs=recipe.epochs, batch=32, lr=3e-3, seed=seed,
                              aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
     p = predict(model, ex)

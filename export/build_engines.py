@@ -182,7 +182,8 @@ def stage_body(a: argparse.Namespace) -> Stage:
     train_clips = clips + [body_data.mirrored(c) for c in clips if c.split in splits]
     vx, vy, _, _ = body_data.make_set(clips, "val", 4 if a.quick else 16, a.seed + 1, augment=False, emotion_only=True)
     ex, ey, _, eid = body_data.make_set(clips, "test", 4 if a.quick else 16, a.seed + 2, augment=False, emotion_only=True)
-    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3)
+    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
+                        dilations=body_data.DILATIONS)
     n_members = a.body_members or body_data.ENSEMBLE_SEEDS
     members, hist = [], []
     for j in range(n_members):  # member j: seed + j for its camera views and its weights
