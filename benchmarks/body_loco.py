@@ -6,21 +6,22 @@ others exactly as export/build_engines.py trains it (20 epochs, fixed schedule) 
 on 16 random-camera windows per held-out clip. The test contents are never loaded.
 This is how left-right mirroring (body_data.mirrored), the neutral-only contents'
 missing emotion labels (body_data.load_clips) and the number of camera views per take
-(body_data.TRAIN_WINDOWS_PER_CLIP) were chosen:
+(body_data.TRAIN_WINDOWS_PER_CLIP), the window length (body_data.WINDOW_S) and the
+encoder's dilations (body_data.DILATIONS) were chosen:
 
     base       every take once, neutral-only contents labelled neutral
     mirror     + each take's left-right mirror image
     unlabelled + the neutral-only contents as style targets only
-    views48    + 48 random-camera windows per training take instead of 24 (shipped)
+    views48    + 48 random-camera windows per training take instead of 24
     epochs40   unlabelled trained twice as long instead (as many steps as views48)
     views48_at4s  views48 (trained on 3 s windows) scored on 4 s windows, the length that
                   `deemo-edge file` and `live` analyse by default
-    train4s    views48 trained on 4 s windows and scored on 4 s windows (shipped since 2026-12-01)
+    train4s    views48 trained on 4 s windows and scored on 4 s windows
     dil8       train4s with a fourth dilated block (dilations 1, 2, 4, 8): a receptive field of
-               about 6 s instead of 3 s, so one unit can see the whole 4 s window
+               about 6 s instead of 3 s, so one unit can see the whole 4 s window (shipped)
     d96        train4s with 96 channels instead of 64
 
-    python benchmarks/body_loco.py                      # all variants, 9-18 min each on one core
+    python benchmarks/body_loco.py                      # all variants, 9-22 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
     python benchmarks/body_loco.py --variants views48 --seed 1     # stored as views48@seed1
     python benchmarks/body_loco.py --ensemble views48,views48@seed1,views48@seed2
