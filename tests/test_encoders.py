@@ -212,6 +212,18 @@ def test_manifest_hashes_match_files() -> None:
         assert entry["opset"] >= 17
 
 
+@pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
+def test_body_encoder_was_trained_on_the_window_the_runtime_analyses() -> None:
+    """The body encoder reads any length, but was measured best on the length it was trained
+    on (benchmarks/body_window_length.py): keep the shipped model and the defaults together."""
+    from edge_app.config import AnalysisOptions
+    from edge_app.live import LiveOptions
+    from export import body_data
+
+    trained = json.loads((MODELS / "manifest.json").read_text())["models"]["body"]["split"]["window_s"]
+    assert trained == body_data.WINDOW_S == AnalysisOptions().window_s == LiveOptions().window_s
+
+
 def test_mirrored_take_swaps_sides_and_keeps_labels() -> None:
     from export.body_data import Clip, mirrored
 
