@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from edge_app.encoders.features import BODY_DIM, BODY_FPS
 from export import body_data, default_data
-from export.models import EncoderConfig
-from export.train import predict, scores, train_encoder
+from export.build_engines import seed_all, train_body_encoder
+from export.train import predict, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "body_test_seeds.json"
@@ -39,16 +38,10 @@ RECIPES = {"dil124": (1, 2, 4), "dil1248": (1, 2, 4, 8)}
 
 def run(clips: list, styles: list[str], dilations: tuple[int, ...], seed: int) -> dict:
     """Train as stage_body does with `seed`; window and clip scores on the evaluation's test windows."""
-    splits = body_data.TRAIN_SPLITS
-    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split in splits]
     ex, ey, _, eid = body_data.make_set(clips, "test", 16, 2, augment=False, emotion_only=True)
-    tx, ty, ts, _ = body_data.make_set(train_clips, splits, body_data.TRAIN_WINDOWS_PER_CLIP, seed, augment=True,
-                                       emotion_only=False)
-    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
-                        dilations=dilations)
-    np.random.seed(seed), torch.manual_seed(seed)  # as build_engines.seed_all
-    model, _ = train_encoder(cfg, tx, ty, ex[:8], ey[:8], crop=round(body_data.WINDOW_S * BODY_FPS), epochs=20, batch=32,
-                             lr=3e-3, seed=seed, aux_y=ts, patience=10**6, keep_best=False, desc=f"dilations {dilations} seed {seed}")
+    seed_all(seed)
+    model, *_ = train_body_encoder(clips, styles, body_data.TRAIN_SPLITS, body_data.TRAIN_WINDOWS_PER_CLIP, seed, 20,
+                                   (ex[:8], ey[:8]), dilations, desc=f"dilations {dilations} seed {seed}")
     p = predict(model, ex)
     _, clip_y, clip_p = body_data.per_clip(ey, p, eid)
     return {"windows": scores(ey, p), "clips": scores(clip_y, clip_p)}

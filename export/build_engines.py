@@ -174,28 +174,39 @@ def session_windows(a: argparse.Namespace, copies: int) -> dict[str, tuple[list[
 # --- body ------------------------------------------------------------------------------
 
 
+def train_body_encoder(clips: list[body_data.Clip], styles: list[str], splits: tuple[str, ...], per_clip: int, seed: int,
+                       epochs: int, val: tuple[list[np.ndarray], np.ndarray], dilations: tuple[int, ...] = body_data.DILATIONS,
+                       desc: str = "body encoder") -> tuple[CueEncoder, list, list[np.ndarray], np.ndarray]:
+    """One body encoder as the build trains it (benchmarks/body_test_seeds.py retrains it from
+    other seeds): every take of `splits` and its left-right mirror image (body_data.mirrored),
+    `per_clip` random-camera windows each (drawn from `seed`, as are the weights), style labels
+    as auxiliary targets. Returns the model, its history and its training windows and labels."""
+    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split in splits]
+    tx, ty, ts, _ = body_data.make_set(train_clips, splits, per_clip, seed, augment=True, emotion_only=False)
+    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
+                        dilations=dilations)
+    # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
+    model, hist = train_encoder(
+        cfg, tx, ty, *val, crop=round(body_data.WINDOW_S * BODY_FPS), epochs=epochs, batch=32, lr=3e-3, seed=seed,
+        aux_y=ts, patience=10**6, keep_best=False, desc=desc,
+    )  # fmt: skip
+    return model, hist, tx, ty
+
+
 def stage_body(a: argparse.Namespace) -> Stage:
     clips, styles = body_data.load_clips(a.data, a.cache, ("bow", "guide", "bye") if a.quick else None)
     per = 3 if a.quick else body_data.TRAIN_WINDOWS_PER_CLIP
     splits = ("train",) if a.quick else body_data.TRAIN_SPLITS
-    # every training take also as its left-right mirror image (body_data.mirrored)
-    train_clips = clips + [body_data.mirrored(c) for c in clips if c.split in splits]
     vx, vy, _, _ = body_data.make_set(clips, "val", 4 if a.quick else 16, a.seed + 1, augment=False, emotion_only=True)
     ex, ey, _, eid = body_data.make_set(clips, "test", 4 if a.quick else 16, a.seed + 2, augment=False, emotion_only=True)
-    cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=64, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
-                        dilations=body_data.DILATIONS)
     n_members = a.body_members or body_data.ENSEMBLE_SEEDS
     members, hist = [], []
     for j in range(n_members):  # member j: seed + j for its camera views and its weights
-        tx, ty, ts, _ = body_data.make_set(train_clips, splits, per, a.seed + j, augment=True, emotion_only=False)
+        member, hist, tx, ty = train_body_encoder(clips, styles, splits, per, a.seed + j, 2 if a.quick else a.body_epochs,
+                                                  (vx, vy), desc=f"body encoder {j + 1}/{n_members}")
         if j == 0:
             fit = [tx[i] for i in np.flatnonzero(ty >= 0)[:: max(1, int((ty >= 0).sum()) // 400)]]
             n_train = len(tx)
-        # validation is 4 clips (one content): too few to stop on, so train a fixed schedule
-        member, hist = train_encoder(
-            cfg, tx, ty, vx, vy, crop=round(body_data.WINDOW_S * BODY_FPS), epochs=2 if a.quick else a.body_epochs, batch=32, lr=3e-3, seed=a.seed + j,
-            aux_y=ts, patience=10**6, keep_best=False, desc=f"body encoder {j + 1}/{n_members}",
-        )  # fmt: skip
         members.append(member)
     model = members[0] if n_members == 1 else EnsembleEncoder(members).eval()
     pt = predict(model, ex)

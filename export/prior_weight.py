@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="manifest, audio ONNX, adapter (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default: %(default)s)")
     ap.add_argument("--register", action="store_true",
-                    help="record the weight and the adapter decision (decide_adapter) in MODELS/manifest.json")
+                    help="record both weights and the adapter decision (choose_all) in MODELS/manifest.json")
     a = ap.parse_args(argv)
     manifest = json.loads((a.models / "manifest.json").read_text())
     entry = manifest.get("llm", {}).get("lora")
