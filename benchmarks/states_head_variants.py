@@ -1,7 +1,7 @@
 """Variants of the Whisper-states head, on validation speakers only: what else was tried.
 
 The shipped head (export/states_head.py) is one logistic regression on the mean and spread
-of four hidden states of Whisper's encoder (3072 numbers), fitted on every training copy:
+of the hidden states of Whisper's encoder (tiny.en then: 4 states, 3072 numbers), fitted on every training copy:
 each clip de-identified on its own and again inside one session per speaker. This measures
 the obvious alternatives the same way (logistic regression, C chosen on validation macro-F1
 over 120 clips + 120 session clips, as the shipped head):
@@ -44,7 +44,7 @@ HORIZON = 10  # EncoderOptions.voice_session_horizon
 
 
 def state_cols(*states: int) -> np.ndarray:
-    """Columns of the pooled vector that hold the given states (each: 384 means, 384 spreads)."""
+    """Columns of the pooled vector that hold the given states (each: WIDTH means, WIDTH spreads)."""
     return np.concatenate([np.arange(s * 2 * WIDTH, (s + 1) * 2 * WIDTH) for s in states])
 
 

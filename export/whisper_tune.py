@@ -1,4 +1,7 @@
-"""Fine-tune Whisper tiny.en's encoder on de-identified emotional speech with LoRA (an experiment).
+"""Fine-tune the Whisper encoder on de-identified emotional speech with LoRA (an experiment).
+
+(Measured on Whisper tiny.en, the encoder until 2026-12-01; the runtime reads Whisper base now
+and this tool adapts whichever edge_app.encoders.whisper loads.)
 
 Why: the frozen encoder's pooled states (edge_app/encoders/whisper.py) carry emotion, but
 de-identification costs them about ten points (benchmarks/results/pretrained_audio.md):
@@ -270,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_set = load_mels(utts, a.cache, "train", range(copies + 1))
     val_set = load_mels(utts, a.cache, "val", range(1))
     sessions = load_mels(utts, a.cache, "val", range(1), session=True)
-    model = AdaptedEncoder(whisper.read_weights(whisper.model_file()), rank=a.rank)
+    model = AdaptedEncoder(whisper.read_weights(whisper.model_files()), rank=a.rank)
     frozen_train = pooled_all(model, train_set[0])  # once: the frozen refit and the guide's start
     frozen = refit_scores(model, frozen_train, train_set[1], val_set, sessions)
     info = train(model, *train_set, *val_set, epochs=1 if a.quick else a.epochs, seed=a.seed, lr=a.lr,

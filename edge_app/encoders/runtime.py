@@ -151,12 +151,16 @@ class StatesHead:
 
         from edge_app.encoders import whisper
 
-        whisper.model_file()  # a missing Whisper package fails here, at start-up, in one line
+        whisper.model_files()  # a missing Whisper package fails here, at start-up, in one line
         whisper.load_encoder()  # read the weights now (cached), not on the first window
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        width = self.session.get_inputs()[0].shape[-1]
+        if width != whisper.POOLED_DIM:  # fitted on another Whisper (e.g. tiny.en's 3072 numbers)
+            raise ModelError(f"{path}: this states head reads {width} numbers, but {whisper.MODEL_NAME} gives "
+                             f"{whisper.POOLED_DIM}; rebuild it with `python -m export.states_head`")
 
     def logp(self, samples: np.ndarray) -> np.ndarray:
         """Log-probabilities for 16 kHz de-identified audio."""

