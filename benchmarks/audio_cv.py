@@ -34,7 +34,7 @@ from export.train import predict, scores, spec_augment, train_encoder  # noqa: E
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"d": 96, "dropout": 0.3, "crop": 200, "epochs": 12, "lr": 2e-3, "batch": 32, "seeds": 1}
-FOLDS = [list(range(k, k + 4)) for k in range(1, 21, 4)]
+FOLDS = audio_data.CV_FOLDS
 FOUR = [0, 2, 3, 4]  # neutral, happy, sad, angry
 
 

@@ -33,7 +33,7 @@ from export.models import EncoderConfig  # noqa: E402
 from export.train import predict, scores, spec_augment, train_encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDS = [list(range(k, k + 4)) for k in range(1, 21, 4)]
+FOLDS = audio_data.CV_FOLDS
 
 
 def training_set(sessions: list, variant: str, start: int) -> tuple[list[np.ndarray], np.ndarray]:

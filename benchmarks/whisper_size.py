@@ -50,11 +50,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from edge_app.encoders import whisper
-from export import audio_data, default_data
+from export import audio_data, default_data, voice_session
 from export.models import StatesHead
 from export.train import fit_logistic, scores
 
-FOUR = [0, 2, 3, 4]
+FOUR = voice_session.FOUR
 _ENC: whisper.WhisperEncoder | None = None
 
 
@@ -76,23 +76,17 @@ def tiny_model() -> str:
 
 def _pool(mel_file: str) -> np.ndarray:
     """Mean and std over time of every hidden state of the worker's encoder."""
-    states = _ENC.states(np.load(mel_file).astype(np.float32))
-    return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)
+    return whisper.pool(_ENC.states(np.load(mel_file).astype(np.float32)))
 
 
 def items(utts: list, cache: Path, part: str, copies: range, seed: int) -> tuple[list[str], np.ndarray, int]:
     """Mel files and labels of a part: clips (as export.states_head loads them), then sessions
     (in each session's order); returns (files, labels, number of clips)."""
     clips = [(audio_data.mel_path(cache, u, c), u.label) for u, c in audio_data.split_items(utts, cache, part, copies)]
-    sess = []
-    by_actor: dict[int, list] = {}
-    for u in utts:
-        if audio_data.split_of(u.actor) == part:
-            by_actor.setdefault(u.actor, []).append(u)
-    for actor, us in sorted(by_actor.items()):
-        for c in copies:
-            order = audio_data.session_order(seed, actor, c, len(us))[1]
-            sess += [(audio_data.mel_path(cache, us[i], c, session=True), us[i].label) for i in order]
+    sess = [(audio_data.mel_path(cache, u, c, session=True), u.label)
+            for _, c, _, heard in audio_data.sessions_heard([u for u in utts if audio_data.split_of(u.actor) == part],
+                                                            seed, lambda actor: copies)
+            for u in heard]  # fmt: skip
     rows = clips + sess
     missing = [str(p) for p, _ in rows if not p.exists()]
     if missing:
@@ -157,7 +151,7 @@ def main() -> None:
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
-    """Actor-grouped 5-fold CV on actors 1-20 (folds 1-4, 5-8, ...): per C of the grid, the
+    """Actor-grouped 5-fold CV on actors 1-20 (audio_data.CV_FOLDS): per C of the grid, the
     held-out actors' clean copies (clips and session clips) scored by a logistic regression
     fitted on the other actors' rows; macro-F1 per fold and its mean."""
     from sklearn.linear_model import LogisticRegression
@@ -169,8 +163,8 @@ def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
     per_c = {}
     for C in HEAD_C_GRID:
         folds = []
-        for k in range(5):
-            held = (actor - 1) // 4 == k
+        for fold in audio_data.CV_FOLDS:
+            held = np.isin(actor, fold)
             xt, yt = x[~held], y[~held]
             mu, sd = xt.mean(0), xt.std(0) + 1e-6
             lr = LogisticRegression(C=C, max_iter=3000).fit((xt - mu) / sd, yt)

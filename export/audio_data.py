@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -60,6 +60,11 @@ def load_ravdess(data: Path) -> list[Utterance]:
             Utterance(root / r["path"], LABELS.index(r["emotion"]), int(r["actor"]), r["statement"])
             for r in csv.DictReader(f)
         ]
+
+
+# actor-grouped cross-validation on the development actors (train + validation, 1-20): five
+# folds of four; the benchmarks that compare recipes this way share them
+CV_FOLDS = [list(range(k, k + 4)) for k in range(1, 21, 4)]
 
 
 def split_of(actor: int) -> str:
@@ -263,6 +268,20 @@ def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.nda
     return s, np.random.default_rng(s).permutation(n)
 
 
+def sessions_heard(utts: list[Utterance], seed: int, copies: Callable[[int], Iterable[int]]
+                   ) -> Iterator[tuple[int, int, int, list[Utterance]]]:
+    """(actor, copy, de-identifier seed, the actor's clips in the order heard) of every
+    speaker session of `utts`, actors in order, `copies(actor)` each: the one ordering the
+    session caches are built and read in."""
+    by_actor: dict[int, list[Utterance]] = {}
+    for u in utts:
+        by_actor.setdefault(u.actor, []).append(u)
+    for actor, us in sorted(by_actor.items()):
+        for c in copies(actor):
+            s, order = session_order(seed, actor, c, len(us))
+            yield actor, c, s, [us[i] for i in order]
+
+
 def session_audio(clips: list[tuple[str, str]], seed: int, aug: bool) -> Iterator[tuple[str, np.ndarray]]:
     """(dst, de-identified audio) of each clip not yet at its dst, the clips heard in the
     given order through ONE de-identifier session (one warp, one running F0 estimate: what
@@ -298,17 +317,12 @@ def session_jobs(utts: list[Utterance], train_copies: int, seed: int, dst: Calla
     """(clips as (source, dst) in the order heard, session seed, augmented) of every session
     copy (one per actor, train actors `train_copies` more) with any dst missing; makes
     the dst folders."""
-    by_actor: dict[int, list[Utterance]] = {}
-    for u in utts:
-        by_actor.setdefault(u.actor, []).append(u)
     jobs = []
-    for actor, us in sorted(by_actor.items()):
-        for c in cached_copies(actor, train_copies):
-            s, order = session_order(seed, actor, c, len(us))
-            clips = [(str(us[i].path), str(dst(us[i], c))) for i in order]
-            if not all(os.path.exists(d) for _, d in clips):
-                Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
-                jobs.append((clips, s, c > 0))
+    for _, c, s, heard in sessions_heard(utts, seed, lambda actor: cached_copies(actor, train_copies)):
+        clips = [(str(u.path), str(dst(u, c))) for u in heard]
+        if not all(os.path.exists(d) for _, d in clips):
+            Path(clips[0][1]).parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((clips, s, c > 0))
     return jobs
 
 
@@ -413,21 +427,15 @@ class Session:
 
 
 def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range, seed: int = 0) -> list[Session]:
-    by_actor: dict[int, list[Utterance]] = {}
-    for u in utts:
-        if split_of(u.actor) == split:
-            by_actor.setdefault(u.actor, []).append(u)
     out = []
-    for actor, us in sorted(by_actor.items()):
-        for c in copies:
-            order = session_order(seed, actor, c, len(us))[1]
-            paths = [session_feature_path(cache, us[i], c) for i in order]
-            if not all(p.exists() for p in paths):
-                continue
-            zs = [np.load(p) for p in paths]
-            out.append(Session(actor, c, [z["feats"].astype(np.float32) for z in zs], np.stack([z["levels"] for z in zs]),
-                               np.array([us[i].label for i in order]), [us[i].stem for i in order],
-                               np.stack([z["states"] for z in zs])))  # fmt: skip
+    for actor, c, _, heard in sessions_heard([u for u in utts if split_of(u.actor) == split], seed, lambda actor: copies):
+        paths = [session_feature_path(cache, u, c) for u in heard]
+        if not all(p.exists() for p in paths):
+            continue
+        zs = [np.load(p) for p in paths]
+        out.append(Session(actor, c, [z["feats"].astype(np.float32) for z in zs], np.stack([z["levels"] for z in zs]),
+                           np.array([u.label for u in heard]), [u.stem for u in heard],
+                           np.stack([z["states"] for z in zs])))  # fmt: skip
     return out
 
 

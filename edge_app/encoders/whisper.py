@@ -251,5 +251,9 @@ def pooled_states(samples: np.ndarray, adapters: Path | None = None) -> np.ndarr
     pieces = [x[a:b] for a, b in zip(cuts, cuts[1:] + [len(x)])]
     enc = load_encoder(adapters)
     per_piece = [enc.states(log_mel(p)) for p in pieces]
-    states = [np.concatenate([pp[i] for pp in per_piece]) for i in range(N_STATES)]
+    return pool([np.concatenate([pp[i] for pp in per_piece]) for i in range(N_STATES)])
+
+
+def pool(states: list[np.ndarray]) -> np.ndarray:
+    """Hidden states (each (T', width)) -> float32 [mean, std over time] of each, in order."""
     return np.concatenate([np.concatenate([s.mean(0), s.std(0)]) for s in states]).astype(np.float32)
