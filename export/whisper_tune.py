@@ -80,7 +80,8 @@ class AdaptedEncoder(nn.Module):
     def __init__(self, w: dict[str, np.ndarray], rank: int = 8, alpha: float = 16.0) -> None:
         super().__init__()
         self.w = {k: torch.from_numpy(v) for k, v in w.items() if not k.startswith("layer_")}
-        self.n_layers = whisper.WhisperEncoder(w).n_layers
+        self.n_layers = whisper.DEPTH  # the layers the states head reads (the rest never run)
+        self.normed_last = whisper.DEPTH == whisper.WhisperEncoder(w).n_layers
         self.lora = nn.ModuleDict({
             _key(i, t): LoRALinear(w[f"layer_{i}/{t}/weight"], w[f"layer_{i}/{t}/bias"], rank, alpha)
             for i in range(self.n_layers) for t in TARGETS
@@ -107,7 +108,7 @@ class AdaptedEncoder(nn.Module):
             x = x + self.lora[_key(i, "self_attention/linear_1")](o.transpose(1, 2).flatten(2))
             h = F.layer_norm(x, (whisper.WIDTH,), self.norms[f + "layer_norm/gamma"], self.norms[f + "layer_norm/beta"])
             x = x + self.lora[_key(i, "ffn/linear_1")](self.drop(F.gelu(self.lora[_key(i, "ffn/linear_0")](h))))
-            states.append(x if i < self.n_layers - 1 else
+            states.append(x if i < self.n_layers - 1 or not self.normed_last else
                           F.layer_norm(x, (whisper.WIDTH,), self.norms["layer_norm/gamma"], self.norms["layer_norm/beta"]))
         m = mask[..., None].float()
         cnt = m.sum(1)

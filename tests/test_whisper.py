@@ -80,10 +80,15 @@ def test_encoder_matches_transformers_whisper_encoder(speech: np.ndarray) -> Non
         out = enc(torch.from_numpy(mel)[None], output_hidden_states=True)
     ref = [out.hidden_states[i][0].numpy() for i in (1, 2, 3, 4, 5)] + [out.last_hidden_state[0].numpy()]
     ours = whisper.load_encoder().states(mel)
-    assert len(ours) == whisper.N_STATES
+    assert len(ours) == whisper.N_LAYERS
     for a, b in zip(ours, ref):
         assert a.shape == b.shape == (1500, 512)
         np.testing.assert_allclose(a, b, atol=2e-3, rtol=1e-3)
+    # the runtime runs only the first DEPTH layers: the same states, to the bit, as the full run's
+    cut = whisper.load_encoder().states(mel, whisper.DEPTH)
+    assert len(cut) == whisper.DEPTH == whisper.N_STATES < whisper.N_LAYERS
+    for a, b in zip(cut, ours):
+        np.testing.assert_array_equal(a, b)
 
 
 @needs_model
@@ -91,6 +96,10 @@ def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
     v = whisper.pooled_states(speech)
     assert v.shape == (whisper.POOLED_DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
     np.testing.assert_array_equal(v, whisper.pooled_states(speech))  # deterministic
+    # the training cache stores all layers and cuts them to DEPTH (export/audio_data.states_path)
+    every = whisper.pooled_states(speech, depth=whisper.N_LAYERS)
+    assert every.shape == (2 * whisper.N_LAYERS * whisper.WIDTH,)
+    np.testing.assert_array_equal(every[: whisper.POOLED_DIM], v)
     short = whisper.pooled_states(speech[:100])  # shorter than the convolutions need: zero-padded
     assert short.shape == (whisper.POOLED_DIM,) and np.isfinite(short).all()
     # longer than Whisper's 30 s: encoded in 30 s pieces, all of them pooled (not just the first)

