@@ -477,8 +477,15 @@ def test_a_states_head_fitted_on_another_whisper_is_a_one_line_model_error(tmp_p
     path = tmp_path / "head.onnx"
     torch.onnx.export(Head(3072, 8).eval(), (torch.zeros(1, 3072),), str(path), dynamo=False,
                       input_names=["states"], output_names=["logp"])
-    with pytest.raises(ModelError, match=r"reads 3072 numbers, but Whisper base gives 6144; rebuild it with"):
+    want = rf"reads 3072 numbers, but Whisper base \({whisper.DEPTH} layers\) gives {whisper.POOLED_DIM}; rebuild it with"
+    with pytest.raises(ModelError, match=want):
         StatesHead(path)
+    # a head fitted on all six of base's layers (before whisper.DEPTH) is refused the same way
+    path6 = tmp_path / "head6.onnx"
+    torch.onnx.export(Head(6144, 8).eval(), (torch.zeros(1, 6144),), str(path6), dynamo=False,
+                      input_names=["states"], output_names=["logp"])
+    with pytest.raises(ModelError, match=r"reads 6144 numbers"):
+        StatesHead(path6)
 
 
 def test_whisper_states_can_be_switched_off_in_the_config(tmp_path: Path) -> None:

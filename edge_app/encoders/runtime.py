@@ -158,8 +158,9 @@ class StatesHead:
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         width = self.session.get_inputs()[0].shape[-1]
-        if width != whisper.POOLED_DIM:  # fitted on another Whisper (e.g. tiny.en's 3072 numbers)
-            raise ModelError(f"{path}: this states head reads {width} numbers, but {whisper.MODEL_NAME} gives "
+        if width != whisper.POOLED_DIM:  # fitted on another Whisper or depth (tiny.en: 3072, base's 6 layers: 6144)
+            raise ModelError(f"{path}: this states head reads {width} numbers, but {whisper.MODEL_NAME} "
+                             f"({whisper.DEPTH} layers) gives "
                              f"{whisper.POOLED_DIM}; rebuild it with `python -m export.states_head`")
 
     def logp(self, samples: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ WIDTH = 512
 N_HEADS = 8
 N_LAYERS = 6
 # Layers the states head reads: the first 4 of 6 are level with all six (validation and
-# actor-grouped CV) at about three quarters of the cost (benchmarks/whisper_size.py --depth)
+# actor-grouped CV) at two thirds of the cost (benchmarks/whisper_size.py --depth)
 DEPTH = 4
 N_STATES = DEPTH  # the residual stream after each of the first DEPTH layers
 POOLED_DIM = 2 * N_STATES * WIDTH  # mean and standard deviation of each state over time
