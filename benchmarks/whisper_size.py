@@ -220,7 +220,7 @@ def encoder_cost(model: str, repeats: int = 5, depth: int | None = None, onnx: b
 
     t0 = time.perf_counter()
     enc = whisper.WhisperEncoder(whisper.read_weights([Path(p) for p in model.split(",")]))
-    run = lambda mel: enc.states(mel, depth)  # noqa: E731
+    run = lambda mel: enc.states(mel, depth)
     if onnx:
         ort_enc = OnnxEncoder(enc.w, depth or enc.n_layers, enc.n_layers, enc.n_heads)
         run = ort_enc.states

