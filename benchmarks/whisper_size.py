@@ -19,6 +19,7 @@ Both encoders read the same cached Whisper log-mels of the de-identified audio
     python benchmarks/whisper_size.py [--cv] [--workers 2]
     python benchmarks/whisper_size.py --time-only   # cost per 4 s window and load time (NumPy; the runtime's ONNX Runtime path), merged into the JSON
     python benchmarks/whisper_size.py --depth       # how many of base's layers the head needs
+    python benchmarks/whisper_size.py --memory-only # RSS the runtime encoder adds, NumPy vs ONNX Runtime
 
 Decision rule, fixed before the run: adopt base if its validation macro-F1 (the 240 clips and
 session clips together, as `export.states_head` chooses) beats tiny's by more than 0.02;
@@ -131,9 +132,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv", action="store_true", help="also actor-grouped cross-validation on actors 1-20 (see above)")
     ap.add_argument("--depth", action="store_true", help="only the layer-count sweep on base's cached states (see above)")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the RSS each runtime encoder adds (base, first DEPTH layers; NumPy, ONNX Runtime), merged into the JSON")
+    ap.add_argument("--rss-child", choices=("numpy", "onnxruntime"), help=argparse.SUPPRESS)
     ap.add_argument("--time-only", action="store_true", help="only time both encoders (one core) and merge into the JSON")
     a = ap.parse_args()
     out = ROOT / "benchmarks/results/whisper_size.json"
+    if a.rss_child:
+        print(json.dumps(rss_growth(a.rss_child)))
+        return
+    if a.memory_only:
+        import subprocess
+
+        result = json.loads(out.read_text()) if out.exists() else {}
+        result["base"]["memory_at_depth"] = {
+            backend: json.loads(subprocess.run([sys.executable, __file__, "--rss-child", backend], check=True,
+                                               capture_output=True, text=True).stdout.splitlines()[-1])
+            for backend in ("numpy", "onnxruntime")}  # fmt: skip
+        print(json.dumps(result["base"]["memory_at_depth"]))
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     if a.time_only:
         result = json.loads(out.read_text()) if out.exists() else {}
         base = base_model()
@@ -237,6 +255,27 @@ def encoder_cost(model: str, repeats: int = 5, depth: int | None = None, onnx: b
         run(whisper.log_mel(x))
         times.append(time.perf_counter() - t0)
     return {"load_s": round(load, 3), "window_4s_s": round(float(np.median(times)), 3), "repeats": repeats}
+
+
+def rss_growth(backend: str) -> dict:
+    """MB of resident memory this (fresh) process gains by loading the runtime's encoder
+    (base, first DEPTH layers) and running one 4 s window: NumPy (the weights, as
+    whisper.load_encoder keeps them) or ONNX Runtime (whisper.runtime_encoder)."""
+    import gc
+
+    def rss() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(4 * whisper.SR)).astype(np.float32)
+    mel = whisper.log_mel(x)
+    before = rss()
+    if backend == "numpy":
+        enc = whisper.load_encoder()
+        enc.states(mel, whisper.DEPTH)
+    else:
+        whisper.runtime_encoder().states(mel)
+    gc.collect()
+    return {"rss_growth_mb": round(rss() - before, 1), "depth": whisper.DEPTH}
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
