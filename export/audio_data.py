@@ -77,9 +77,10 @@ def cached_copies(actor: int, train_copies: int) -> range:
     return range(train_copies + 1) if split_of(actor) == "train" else range(1)
 
 
-def _rir(rng: np.random.Generator) -> np.ndarray:
-    """Synthetic room impulse response: direct path + exponentially decaying noise tail."""
-    rt60 = rng.uniform(0.15, 0.8)
+def room_impulse_response(rng: np.random.Generator, rt60: float | None = None) -> np.ndarray:
+    """Synthetic room impulse response: direct path + exponentially decaying noise tail
+    (reverberation time `rt60` seconds, drawn from 0.15-0.8 when not given)."""
+    rt60 = rng.uniform(0.15, 0.8) if rt60 is None else rt60
     n = int(SR * rt60)
     t = np.arange(n) / SR
     tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
@@ -93,7 +94,7 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Room, channel and noise conditions drawn at random (train copies only)."""
     y = x.astype(np.float64)
     if rng.random() < 0.5:
-        y = fftconvolve(y, _rir(rng))[: len(y)]
+        y = fftconvolve(y, room_impulse_response(rng))[: len(y)]
     if rng.random() < 0.5:  # band-limited microphone / speaker
         lo, hi = rng.uniform(80, 300), rng.uniform(3400, 7500)
         y = sosfilt(butter(4, [lo, hi], btype="band", fs=SR, output="sos"), y)

@@ -97,8 +97,9 @@ class EmbeddingHead(nn.Module):
 
 class StatesHead(nn.Module):
     """Pooled Whisper encoder states (edge_app.encoders.whisper.pooled_states, (B, dim))
-    -> class log-probabilities: a logistic regression on the standardised vector (the
-    training set's statistics kept as buffers, so ONNX has them)."""
+    -> class log-probabilities: a linear classifier on the standardised vector (the
+    training set's statistics kept as buffers, so ONNX has them); fitted as shrinkage LDA
+    (export.train.fit_lda), whose 8-class probabilities are the softmax of a linear map."""
 
     def __init__(self, dim: int, n_classes: int) -> None:
         super().__init__()

