@@ -26,6 +26,9 @@ hash of the de-identifier's source), so a re-run only redoes what changed.
 
     python benchmarks/bench_voice_privacy.py            # full run, both protocols
     python benchmarks/bench_voice_privacy.py --quick    # small subset, ~2 min
+    python benchmarks/bench_voice_privacy.py --methods default --no-emotion --sessions speaker --input-gain-db -30
+        # a quiet microphone: every clip 30 dB quieter before de-identification (the enrolment
+        # side of the lazy-informed attacker stays as recorded); voice_privacy_gain-30.{json,md,png}
 """
 
 from __future__ import annotations
@@ -109,6 +112,10 @@ def parse_args() -> argparse.Namespace:
                         "in a random order, through one session per side, as in live use where one session "
                         "covers one speaker and the running F0 estimate carries over; utterance: every clip is "
                         "its own anonymisation session (random alpha, fresh F0 estimate) (default: %(default)s)")
+    p.add_argument("--input-gain-db", type=float, default=0.0,
+                   help="scale every clip by this gain before de-identification: a quieter or louder microphone "
+                        "(the original voices the lazy-informed attacker enrols on stay as recorded; "
+                        "results go to voice_privacy_gain<G>.*; default: 0)")
     p.add_argument("--emotion-methods", default="mcadams_rand,default,pitch_vtl",
                    help="methods that also get the emotion-retention run (default: %(default)s)")
     return p.parse_args()
@@ -172,7 +179,7 @@ def work(job: tuple) -> list[tuple[str, dict]]:
 
     from edge_app.records import AudioChunk
 
-    data, paths, method, side, want_emb, want_feat, key = job
+    data, paths, method, side, want_emb, want_feat, key, gain_db = job
     deid = None
     if method != "original":
         deid = VoiceDeidentifier(VoiceDeidOptions(**METHODS[method], seed=session_seed(method, key, side)))
@@ -181,6 +188,7 @@ def work(job: tuple) -> list[tuple[str, dict]]:
         x, sr = sf.read(os.path.join(data, "ravdess_speech", path), dtype="float32")
         rec: dict = {"dur": len(x) / sr, "cpu": 0.0}
         if deid is not None:
+            x = (x * 10 ** (gain_db / 20)).astype(np.float32)  # the microphone's level, before de-identification
             t = time.process_time()
             x = deid.process(AudioChunk(0.0, x, sr)).samples
             rec["cpu"] = time.process_time() - t
@@ -271,7 +279,8 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
     sessions = "utterance" if method == "original" else sessions
     spec = "original" if method == "original" else json.dumps(
         dataclasses.asdict(VoiceDeidOptions(**METHODS[method])), sort_keys=True, default=str)
-    key = hashlib.sha1(f"{spec}|{side}|{sessions}|{code_hash()}".encode()).hexdigest()[:12]
+    gain = "" if method == "original" or not args.input_gain_db else f"|gain{args.input_gain_db:g}"
+    key = hashlib.sha1(f"{spec}|{side}|{sessions}|{code_hash()}{gain}".encode()).hexdigest()[:12]
     cache_file = Path(args.cache) / f"{side}-{sessions}-{key}.pkl"
     recs: dict = pickle.loads(cache_file.read_bytes()) if cache_file.exists() else {}
 
@@ -285,7 +294,8 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
         if any(e or f for e, f in flags):
             want_emb = tuple(c.path in emb_paths for c in group)
             want_feat = tuple(c.path in feat_paths for c in group)
-            todo.append((args.data, tuple(c.path for c in group), method, side, want_emb, want_feat, gkey))
+            todo.append((args.data, tuple(c.path for c in group), method, side, want_emb, want_feat, gkey,
+                         0.0 if method == "original" else args.input_gain_db))
     if todo:
         t = time.time()
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -560,7 +570,8 @@ def main() -> None:
         "command": "python benchmarks/bench_voice_privacy.py " + " ".join(sys.argv[1:]),
         "config": {"quick": args.quick, "enrol_utts": args.enrol_utts, "n_privacy_clips": len(priv),
                    "n_trials": n_trials, "n_target": n_target, "n_emotion_clips": len(emo_clips),
-                   "seed": args.seed, "sessions": args.sessions, "code_hash": code_hash()},
+                   "seed": args.seed, "sessions": args.sessions, "code_hash": code_hash(),
+                   "input_gain_db": args.input_gain_db},
         "original": {"eer": e_orig},
         "methods": {},
     }
@@ -608,7 +619,7 @@ def main() -> None:
               + (f", emo8 {100 * r['emotion8']['test_acc']:.1f}, emo4 {100 * r['emotion4']['test_acc']:.1f}"
                  if with_emo else ""), flush=True)
     res["wall_s"] = time.time() - t_start
-    stem = "voice_privacy" if not args.quick else "voice_privacy_quick"
+    stem = "voice_privacy" + (f"_gain{args.input_gain_db:g}" if args.input_gain_db else "") + ("_quick" if args.quick else "")
     write_report(Path(args.out), stem, res, curves)
     print(f"wrote {args.out}/{stem}.json, .md, .png ({res['wall_s']:.0f} s)")
 

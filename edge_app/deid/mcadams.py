@@ -100,6 +100,7 @@ def mcadams_frames(
     order: int = LPC_ORDER,
     nfft: int = NFFT,
     equalise: Callable[[np.ndarray], np.ndarray] | None = None,
+    silence_rms: np.ndarray | float = SILENCE_RMS,
 ) -> np.ndarray:
     """Anonymise raw frames (n, L) -> filtered, windowed frames with tails (n, nfft).
 
@@ -107,7 +108,9 @@ def mcadams_frames(
     at the hop used (periodic Hann at 50 % overlap), so an unmodified filter
     would reconstruct the input exactly. `equalise`, if given, maps the warped
     spectra of the non-silent frames (rows, in order) to a real gain per bin
-    (the long-term spectrum equaliser, edge_app/deid/spectrum.py).
+    (the long-term spectrum equaliser, edge_app/deid/spectrum.py). Windowed frames
+    whose RMS is not above `silence_rms` (one per frame, or one for all) are left
+    as they are.
     """
     n = frames.shape[0]
     if pre_scale is None:
@@ -115,9 +118,10 @@ def mcadams_frames(
     win_frames = frames * window
     out = np.zeros((n, nfft))
     out[:, : frames.shape[1]] = win_frames  # silent frames pass through unchanged
-    # near-silent frames carry no voice to hide; skipping them saves the
-    # eigenvalue and FFT work on the pauses of real speech (a third of RAVDESS)
-    active = np.sqrt((win_frames**2).mean(axis=1)) > SILENCE_RMS
+    # near-silent frames carry no voice to hide; skipping them saves the eigenvalue
+    # and FFT work on the pauses of real speech (a third of RAVDESS). The de-identifier
+    # passes thresholds relative to the session's level, so a quiet voice is not a pause
+    active = np.sqrt((win_frames**2).mean(axis=1)) > silence_rms
     if not active.any():
         return out
     wf = win_frames[active]

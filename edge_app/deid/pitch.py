@@ -43,16 +43,19 @@ _WIN_ACF = np.fft.irfft(np.abs(np.fft.rfft(_WIN, F0_NFFT)) ** 2)[:F0_WIN]
 _WIN_ACF = _WIN_ACF / _WIN_ACF[0]
 
 
-def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config()) -> tuple[np.ndarray, np.ndarray]:
+def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config(),
+                silence_rms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """F0 in Hz and a voiced flag for each row of `frames` (n, F0_WIN).
 
     Boersma's normalised autocorrelation (signal ACF divided by the window's
     ACF) with parabolic peak interpolation; unvoiced frames get F0 = 0.
+    `silence_rms`, one per frame, replaces `cfg.silence_rms` (the de-identifier
+    passes thresholds relative to the session's level, `relative_silence`).
     """
     f0 = np.zeros(len(frames))
     voiced = np.zeros(len(frames), dtype=bool)
     rms = np.sqrt((frames**2).mean(axis=1))
-    loud = rms >= cfg.silence_rms  # pauses cannot be voiced: skip their FFTs
+    loud = rms >= (cfg.silence_rms if silence_rms is None else silence_rms)  # pauses cannot be voiced: skip their FFTs
     if not loud.any():
         return f0, voiced
     x = frames[loud] - frames[loud].mean(axis=1, keepdims=True)
@@ -72,6 +75,17 @@ def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config()) -> tuple[np.ndar
     voiced[loud] = mid >= cfg.voicing_threshold
     f0[loud] = np.where(voiced[loud], cfg.sr / lag, 0.0)
     return f0, voiced
+
+
+def relative_silence(rms: np.ndarray, peak: float, below_peak_db: float, ceiling: float) -> tuple[np.ndarray, float]:
+    """Per-frame silence thresholds for consecutive frames with levels `rms`: `below_peak_db`
+    under the loudest frame so far (`peak` before these, then each frame included), capped at
+    the absolute `ceiling`; never under 1e-7 (-140 dBFS: digital silence). Returns them and
+    the new peak. Why: with absolute thresholds alone a quiet microphone's speech counted as
+    silence and went through the de-identifier nearly untouched."""
+    peaks = np.maximum.accumulate(np.concatenate([[peak], rms]))[1:] if len(rms) else np.zeros(0)
+    thresholds = np.clip(peaks * 10 ** (-below_peak_db / 20), 1e-7, ceiling)
+    return thresholds, float(peaks[-1]) if len(rms) else peak
 
 
 class RunningMedianF0:

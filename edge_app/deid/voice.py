@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import resample_poly
 
-from edge_app.deid.mcadams import LPC_ORDER, NFFT, mcadams_frames
-from edge_app.deid.pitch import F0_WIN, F0Config, RunningMedianF0, estimate_f0
+from edge_app.deid.mcadams import LPC_ORDER, NFFT, SILENCE_RMS, mcadams_frames
+from edge_app.deid.pitch import F0_WIN, F0Config, RunningMedianF0, estimate_f0, relative_silence
 from edge_app.deid.spectrum import RunningLtasEqualiser
 from edge_app.deid.stream import OlaTape, Tape
 from edge_app.errors import UsageError
@@ -62,6 +62,14 @@ WIN = 2 * HOP  # 20 ms Hann windows (50 % overlap sums to one)
 PROCESS_BLOCK = SR  # whole files are run through the stream path 1 s at a time
 FLUSH_PAD = 8192  # silence appended at flush so every stage drains
 SOFT_KNEE = 0.9  # above this |sample| the output is softly limited below 1.0
+# A frame is skipped as silence (no pitch tracking; no McAdams warp) only below the absolute
+# levels of F0Config.silence_rms / mcadams.SILENCE_RMS *and* this far below the session's
+# loudest frame so far. With the absolute levels alone, speech from a quiet microphone counted
+# as silence and passed through almost untouched: at 45 dB below RAVDESS's recording level the
+# lazy-informed attacker's EER fell from 47 % to 8.9 % (benchmarks/bench_voice_privacy.py
+# --input-gain-db -45, results/voice_privacy_gain-45.md, before this change).
+F0_SILENCE_BELOW_PEAK_DB = 30.0
+MCADAMS_SILENCE_BELOW_PEAK_DB = 50.0
 
 
 @dataclass
@@ -283,12 +291,17 @@ class VoiceDeidentifier:
 
 class SpeakerPitch:
     """The session's running estimate of the speaker's median F0 -> pitch ratios
-    (and, with spectrum equalisation, of the speaker's long-term spectrum)."""
+    (and, with spectrum equalisation, of the speaker's long-term spectrum), and the
+    session's loudest frames, which silence is judged against."""
 
     def __init__(self, opts: VoiceDeidOptions, target_hz: float) -> None:
         self.opts = opts
         self.target_hz = target_hz  # this session's pitch target (target_f0_hz unless drawn)
         self.median = RunningMedianF0()
+        # the loudest frame heard so far (RMS of the F0 tracker's 40 ms frames and of
+        # McAdams' windowed 20 ms frames): silence is judged relative to these
+        self.peak_f0 = 0.0
+        self.peak_mcadams = 0.0
         # the speaker's long-term spectrum, when it is equalised too
         self.ltas = (
             RunningLtasEqualiser(NFFT, opts.ltas_strength) if opts.ltas_strength > 0 else None
@@ -398,7 +411,10 @@ class _StreamState:
             return
         seg = self.x.get(int(k[0]) * HOP - half, int(k[-1]) * HOP + half)
         idx = (k - k[0])[:, None] * HOP + np.arange(F0_WIN)[None, :]
-        f0, voiced = estimate_f0(seg[idx], self.opts.f0)
+        frames = seg[idx]
+        silence, self.speaker.peak_f0 = relative_silence(
+            np.sqrt((frames**2).mean(axis=1)), self.speaker.peak_f0, F0_SILENCE_BELOW_PEAK_DB, self.opts.f0.silence_rms)
+        f0, voiced = estimate_f0(frames, self.opts.f0, silence)
         self.ratios.append(self.speaker.ratios(f0, voiced))
         self.next_f0 = int(k[-1]) + 1
 
@@ -484,7 +500,10 @@ class _StreamState:
             r = self.ratios.at(np.clip(m, 0, None))
             pre = pre * r ** (self.opts.formant_follow - 1.0)
         eq = self.speaker.ltas.gains if self.speaker.ltas is not None else None
-        frames = mcadams_frames(seg[idx], _HANN, alpha, pre, LPC_ORDER, NFFT, eq)
+        raw = seg[idx]
+        silence, self.speaker.peak_mcadams = relative_silence(
+            np.sqrt(((raw * _HANN) ** 2).mean(axis=1)), self.speaker.peak_mcadams, MCADAMS_SILENCE_BELOW_PEAK_DB, SILENCE_RMS)
+        frames = mcadams_frames(raw, _HANN, alpha, pre, LPC_ORDER, NFFT, eq, silence)
         self.out.add(int(m[0]) * HOP, frames, HOP)
         self.next_mc = int(m[-1]) + 1
 

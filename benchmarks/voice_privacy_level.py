@@ -1,0 +1,121 @@
+"""Does the voice de-identifier hold at every microphone level? Speaker-verification EER of
+the default method against the input level.
+
+Why: the de-identifier skipped frames it judged silent by absolute levels (F0 tracker:
+-46 dBFS, McAdams: -70 dBFS windowed). RAVDESS is recorded quietly already (median loudest
+40 ms frame -31 dBFS), and a quieter microphone pushed the speech itself under those levels,
+where it passed through almost untouched. This runs `bench_voice_privacy.py` (default method,
+one session per speaker, no emotion part) with every clip scaled by each gain before
+de-identification, and collects the EERs into one table and plot. `--label` names the code
+measured (e.g. `before` / `after` a change), so both rows stay in the same file.
+
+    python benchmarks/voice_privacy_level.py --label after     # ~3 min
+    python benchmarks/voice_privacy_level.py --report          # table and plot from the JSON
+
+Writes benchmarks/results/voice_privacy_level.{json,md,png}. Measures; chooses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks/results/voice_privacy_level"
+TARGETS = {"lazy": 0.45, "semi": 0.35}
+
+
+def measure(gain_db: float) -> dict:
+    """One bench_voice_privacy run at `gain_db`: the default method's EERs and real-time factor."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "benchmarks/bench_voice_privacy.py"), "--methods", "default", "--no-emotion",
+               "--sessions", "speaker", "--out", tmp] + (["--input-gain-db", f"{gain_db:g}"] if gain_db else [])  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        res = json.loads(next(Path(tmp).glob("voice_privacy*.json")).read_text())
+    row = res["methods"]["default [speaker]"]
+    return {
+        "eer_lazy": row["eer_lazy"],
+        "eer_semi": row["eer_semi"],
+        "rtf": row["rtf"],
+        "code_hash": res["config"]["code_hash"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--label", default="current", help="name of the code measured (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--gains", default="0,-30,-35,-40,-45", help="input gains in dB (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--report", action="store_true", help="only rewrite the table and plot from the JSON"
+    )
+    a = ap.parse_args()
+    result = (
+        json.loads(OUT.with_suffix(".json").read_text())
+        if OUT.with_suffix(".json").exists()
+        else {}
+    )
+    if not a.report:
+        result[a.label] = {}
+        for g in (float(x) for x in a.gains.split(",")):
+            result[a.label][f"{g:g}"] = measure(g)
+            print(a.label, g, result[a.label][f"{g:g}"], flush=True)
+        OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    OUT.with_suffix(".md").write_text(markdown(result))
+    plot(result, OUT.with_suffix(".png"))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Voice de-identification against the microphone's level", "",
+             ("`python benchmarks/voice_privacy_level.py --label LABEL`: `bench_voice_privacy.py --methods default "
+             "--no-emotion --sessions speaker --input-gain-db G` (RAVDESS actors 19-24, Resemblyzer, 10-utterance "
+             "enrolment; the lazy-informed attacker enrols on the original recordings). EER lazy / semi-informed; "
+             "targets 45 / 35 %."), "",
+             "| code | " + " | ".join(f"{g} dB" for g in next(iter(result.values()))) + " |",
+             "|---|" + "---|" * len(next(iter(result.values())))]  # fmt: skip
+    for label, rows in result.items():
+        cells = [f"{100 * r['eer_lazy']:.1f} / {100 * r['eer_semi']:.1f} %" for r in rows.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for label, rows in result.items():
+        g = [float(k) for k in rows]
+        for kind, style in (("lazy", "-o"), ("semi", "--s")):
+            ax.plot(
+                g,
+                [100 * r[f"eer_{kind}"] for r in rows.values()],
+                style,
+                label=f"{label}, {kind}-informed",
+            )
+    for kind, y in TARGETS.items():
+        ax.axhline(100 * y, color="grey", lw=0.8, ls=":")
+        ax.text(ax.get_xlim()[0], 100 * y + 0.5, f"{kind} target", fontsize=7, color="grey")
+    ax.set_xlabel("input level relative to RAVDESS's recording, dB")
+    ax.set_ylabel("speaker-verification EER, %")
+    ax.set_title("Default voice de-identifier vs microphone level (actors 19-24)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
