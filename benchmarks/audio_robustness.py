@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np
+import report  # benchmarks/report.py (this script's folder is on sys.path)
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from export import audio_data, default_data
@@ -195,10 +195,7 @@ def main() -> None:
             p = np.array([r[name][m] for r in answers])
             row[model] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
         result["conditions"][name] = row
-    OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(result))
-    plot(result, OUT.with_suffix(".png"))
-    print(markdown(result))
+    report.write(OUT, result, markdown, plot)
 
 
 def markdown(r: dict) -> str:
@@ -220,11 +217,7 @@ def markdown(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     names = list(r["conditions"])
     fig, ax = plt.subplots(figsize=(9, 3.6))
     width = 0.8 / len(MODELS)
@@ -240,9 +233,7 @@ def plot(r: dict, path: Path) -> None:
         fontsize=9,
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save(fig, path)
 
 
 if __name__ == "__main__":

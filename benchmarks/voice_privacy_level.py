@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import report  # benchmarks/report.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results/voice_privacy_level"
 TARGETS = {"lazy": 0.45, "semi": 0.35}
@@ -69,10 +71,7 @@ def main() -> None:
         for g in (float(x) for x in a.gains.split(",")):
             result[a.label][f"{g:g}"] = measure(g)
             print(a.label, g, result[a.label][f"{g:g}"], flush=True)
-        OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(result))
-    plot(result, OUT.with_suffix(".png"))
-    print(markdown(result))
+    report.write(OUT, result, markdown, plot)
 
 
 def markdown(result: dict) -> str:
@@ -90,11 +89,7 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for label, rows in result.items():
         g = [float(k) for k in rows]
@@ -112,9 +107,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("speaker-verification EER, %")
     ax.set_title("Default voice de-identifier vs microphone level (actors 19-24)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save(fig, path)
 
 
 if __name__ == "__main__":
