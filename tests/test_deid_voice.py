@@ -332,28 +332,3 @@ def test_bad_options_are_usage_errors():
     deid = VoiceDeidentifier(VoiceDeidOptions())
     with pytest.raises(UsageError):
         deid.feed(AudioChunk(0.0, np.zeros(100, np.float32), 8000))
-
-
-def test_silence_is_judged_against_the_sessions_recent_peak():
-    """pitch.relative_silence: thresholds sit a fixed distance under the peak level, which
-    follows a louder frame at once and then falls at the release rate (a bang does not mute
-    the quieter speech after it for good); capped by the absolute level; the same whether
-    the frames come in one call or two."""
-    from edge_app.deid.pitch import relative_silence
-
-    db = np.array([-60.0] * 5 + [-6.0] + [-60.0] * 200)  # quiet speech, a bang, quiet speech
-    rms = 10 ** (db / 20)
-    thr, peak = relative_silence(rms, 0.0, 30.0, ceiling=0.005, release_db=0.5)
-    thr_db = 20 * np.log10(thr)
-    np.testing.assert_allclose(thr_db[:5], -90.0, atol=1e-6)  # 30 dB under the quiet speech
-    assert abs(thr_db[5] - 20 * np.log10(0.005)) < 1e-6  # the bang: capped at the absolute level
-    falling = thr_db[30:100]  # under the cap 20 frames after the bang, then falling 0.5 dB per frame
-    np.testing.assert_allclose(np.diff(falling), -0.5, atol=1e-9)
-    np.testing.assert_allclose(thr_db[-1], -90.0, atol=1e-6)  # back to the speech's own level
-    assert abs(20 * np.log10(peak) + 60.0) < 1e-6
-    first, p1 = relative_silence(rms[:77], 0.0, 30.0, 0.005, 0.5)
-    second, p2 = relative_silence(rms[77:], p1, 30.0, 0.005, 0.5)
-    np.testing.assert_allclose(np.concatenate([first, second]), thr, rtol=1e-9)
-    assert p2 == pytest.approx(peak)
-    steady, _ = relative_silence(rms, 0.0, 30.0, 0.005)  # no release: the loudest frame so far
-    np.testing.assert_allclose(steady[6:], 0.005)

@@ -77,25 +77,15 @@ def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config(),
     return f0, voiced
 
 
-def relative_silence(rms: np.ndarray, peak: float, below_peak_db: float, ceiling: float,
-                     release_db: float = 0.0) -> tuple[np.ndarray, float]:
+def relative_silence(rms: np.ndarray, peak: float, below_peak_db: float, ceiling: float) -> tuple[np.ndarray, float]:
     """Per-frame silence thresholds for consecutive frames with levels `rms`: `below_peak_db`
-    under the session's peak level, capped at the absolute `ceiling`, never under 1e-7
-    (-140 dBFS: digital silence). The peak (`peak` before these frames) follows each louder
-    frame at once and otherwise falls by `release_db` per frame, so one loud bang does not
-    make the quieter speech after it count as silence for the rest of the session. Returns
-    the thresholds and the new peak. Why: with absolute thresholds alone a quiet microphone's
-    speech counted as silence and went through the de-identifier nearly untouched."""
-    if not len(rms):
-        return np.zeros(0), peak
-    # in dB: P_k = max(P_before - (k + 1) d, max_{j <= k} (R_j - (k - j) d)), vectorised as a running max
-    k = np.arange(len(rms))
-    level = 20 * np.log10(np.maximum(rms, 1e-12))
-    before = 20 * np.log10(max(peak, 1e-12)) - (k + 1) * release_db
-    peaks_db = np.maximum(before, np.maximum.accumulate(level + k * release_db) - k * release_db)
-    peaks = 10 ** (peaks_db / 20)
+    under the loudest frame so far (`peak` before these, then each frame included), capped at
+    the absolute `ceiling`; never under 1e-7 (-140 dBFS: digital silence). Returns them and
+    the new peak. Why: with absolute thresholds alone a quiet microphone's speech counted as
+    silence and went through the de-identifier nearly untouched."""
+    peaks = np.maximum.accumulate(np.concatenate([[peak], rms]))[1:] if len(rms) else np.zeros(0)
     thresholds = np.clip(peaks * 10 ** (-below_peak_db / 20), 1e-7, ceiling)
-    return thresholds, float(peaks[-1])
+    return thresholds, float(peaks[-1]) if len(rms) else peak
 
 
 class RunningMedianF0:

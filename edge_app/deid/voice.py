@@ -64,15 +64,12 @@ FLUSH_PAD = 8192  # silence appended at flush so every stage drains
 SOFT_KNEE = 0.9  # above this |sample| the output is softly limited below 1.0
 # A frame is skipped as silence (no pitch tracking; no McAdams warp) only below the absolute
 # levels of F0Config.silence_rms / mcadams.SILENCE_RMS *and* this far below the session's
-# peak level (its loudest recent frame). With the absolute levels alone, speech from a quiet microphone counted
+# loudest frame so far. With the absolute levels alone, speech from a quiet microphone counted
 # as silence and passed through almost untouched: at 45 dB below RAVDESS's recording level the
 # lazy-informed attacker's EER fell from 47 % to 8.9 % (benchmarks/bench_voice_privacy.py
 # --input-gain-db -45; benchmarks/voice_privacy_level.py keeps the sweep before and after).
 F0_SILENCE_BELOW_PEAK_DB = 30.0
 MCADAMS_SILENCE_BELOW_PEAK_DB = 50.0
-# the session's peak level falls this fast between louder frames (dB per 10 ms frame: 6 dB/s),
-# so a loud bang stops raising the silence level after a few seconds
-PEAK_RELEASE_DB = 6.0 * HOP / SR
 
 
 @dataclass
@@ -301,8 +298,8 @@ class SpeakerPitch:
         self.opts = opts
         self.target_hz = target_hz  # this session's pitch target (target_f0_hz unless drawn)
         self.median = RunningMedianF0()
-        # the session's peak level (RMS of the F0 tracker's 40 ms frames and of McAdams'
-        # windowed 20 ms frames, with a slow release): silence is judged relative to these
+        # the loudest frame heard so far (RMS of the F0 tracker's 40 ms frames and of
+        # McAdams' windowed 20 ms frames): silence is judged relative to these
         self.peak_f0 = 0.0
         self.peak_mcadams = 0.0
         # the speaker's long-term spectrum, when it is equalised too
@@ -416,8 +413,7 @@ class _StreamState:
         idx = (k - k[0])[:, None] * HOP + np.arange(F0_WIN)[None, :]
         frames = seg[idx]
         silence, self.speaker.peak_f0 = relative_silence(
-            np.sqrt((frames**2).mean(axis=1)), self.speaker.peak_f0, F0_SILENCE_BELOW_PEAK_DB, self.opts.f0.silence_rms,
-            PEAK_RELEASE_DB)
+            np.sqrt((frames**2).mean(axis=1)), self.speaker.peak_f0, F0_SILENCE_BELOW_PEAK_DB, self.opts.f0.silence_rms)
         f0, voiced = estimate_f0(frames, self.opts.f0, silence)
         self.ratios.append(self.speaker.ratios(f0, voiced))
         self.next_f0 = int(k[-1]) + 1
@@ -506,8 +502,7 @@ class _StreamState:
         eq = self.speaker.ltas.gains if self.speaker.ltas is not None else None
         raw = seg[idx]
         silence, self.speaker.peak_mcadams = relative_silence(
-            np.sqrt(((raw * _HANN) ** 2).mean(axis=1)), self.speaker.peak_mcadams, MCADAMS_SILENCE_BELOW_PEAK_DB, SILENCE_RMS,
-            PEAK_RELEASE_DB)
+            np.sqrt(((raw * _HANN) ** 2).mean(axis=1)), self.speaker.peak_mcadams, MCADAMS_SILENCE_BELOW_PEAK_DB, SILENCE_RMS)
         frames = mcadams_frames(raw, _HANN, alpha, pre, LPC_ORDER, NFFT, eq, silence)
         self.out.add(int(m[0]) * HOP, frames, HOP)
         self.next_mc = int(m[-1]) + 1
