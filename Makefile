@@ -44,6 +44,8 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_video_deid.py
 	$(BIN)/python benchmarks/bench_voice_privacy.py
+	$(BIN)/python benchmarks/voice_privacy_level.py --label current
+	$(BIN)/python benchmarks/audio_robustness.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
