@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np
-from whisper_size import FOUR, items
+from whisper_size import FOUR, cv_grid, items, standardised_fit_predict
 
 from edge_app.encoders import whisper
 from export import audio_data, default_data
@@ -66,9 +67,7 @@ def fit_predict(
     kind: str, h, xt: np.ndarray, yt: np.ndarray, xs: list[np.ndarray]
 ) -> list[np.ndarray]:
     """Fit on standardised `xt` (the runtime head standardises the same way); probabilities for each of `xs`."""
-    mu, sd = xt.mean(0), xt.std(0) + 1e-6
-    model = make(kind, h).fit((xt - mu) / sd, yt)
-    return [model.predict_proba((x - mu) / sd) for x in xs]
+    return standardised_fit_predict(make(kind, h), xt, yt, xs)
 
 
 def validation(kind_grid: list, x: dict, parts: dict) -> dict:
@@ -87,24 +86,17 @@ def validation(kind_grid: list, x: dict, parts: dict) -> dict:
             "test_clips": scores(yt[:n_t], pt[:n_t]), "test_clips_4class": scores(yt[:n_t], pt[:n_t], FOUR)}  # fmt: skip
 
 
+def cv_fit(kind: str, h) -> Callable:
+    """`fit_predict` of one candidate in `whisper_size.cv_grid`'s form: (xt, yt, xs) -> probabilities of xs."""
+    return lambda xt, yt, xs: fit_predict(kind, h, xt, yt, [xs])[0]
+
+
 def cross_validate(kind_grid: list, x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
-    """whisper_size.cross_validate's protocol for any candidate: per hyperparameter, macro-F1 on
-    each fold's held-out clean copies, and the mean over folds."""
-    actor = np.array([int(Path(f).stem.split("-")[-1]) for f in files])
-    clean = np.array([Path(f).parent.name == "copy0" for f in files])
-    per_h = {}
-    for kind, h in kind_grid:
-        folds = []
-        for fold in audio_data.CV_FOLDS:
-            held = np.isin(actor, fold)
-            sel = held & clean
-            (p,) = fit_predict(kind, h, x[~held], y[~held], [x[sel]])
-            folds.append(scores(y[sel], p)["macro_f1"])
-        per_h[str(h)] = {
-            "folds": [round(f, 4) for f in folds],
-            "mean": round(float(np.mean(folds)), 4),
-        }
-        print(kind, h, per_h[str(h)], flush=True)
+    """whisper_size.cv_grid (the protocol whisper_size.py's CV uses) for any candidate: per
+    hyperparameter, macro-F1 on each fold's held-out clean copies, and the mean over folds."""
+    per_h = cv_grid({str(h): cv_fit(kind, h) for kind, h in kind_grid}, x, y, files)
+    for (kind, h), row in zip(kind_grid, per_h.values()):
+        print(kind, h, row, flush=True)
     best = max(per_h, key=lambda k: per_h[k]["mean"])
     return {"per_h": per_h, "best_h": best, "best_mean_macro_f1": per_h[best]["mean"]}
 

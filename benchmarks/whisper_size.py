@@ -279,28 +279,44 @@ def rss_growth(backend: str) -> dict:
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
-    """Actor-grouped 5-fold CV on actors 1-20 (audio_data.CV_FOLDS): per C of the grid, the
-    held-out actors' clean copies (clips and session clips) scored by a logistic regression
-    fitted on the other actors' rows; macro-F1 per fold and its mean."""
+    """Actor-grouped 5-fold CV on actors 1-20 for the logistic regression, per C of the grid
+    (`cv_grid`); the best C and its mean macro-F1."""
     from sklearn.linear_model import LogisticRegression
 
     from export.train import HEAD_C_GRID
 
+    def fit(C: float) -> Callable:
+        return lambda xt, yt, xs: standardised_fit_predict(LogisticRegression(C=C, max_iter=3000), xt, yt, [xs])[0]
+
+    per_c = cv_grid({str(C): fit(C) for C in HEAD_C_GRID}, x, y, files)
+    best = max(per_c, key=lambda c: per_c[c]["mean"])
+    return {"per_C": per_c, "best_C": float(best), "best_mean_macro_f1": per_c[best]["mean"]}
+
+
+def cv_grid(fits: dict[str, Callable], x: np.ndarray, y: np.ndarray, files: list[str]) -> dict:
+    """The actor-grouped 5-fold CV on actors 1-20 (audio_data.CV_FOLDS) that the states-head
+    benchmarks share: for each named `fit(xt, yt, xs) -> probabilities of xs`, fitted on the
+    other actors' rows, macro-F1 on each fold's held-out clean copies (clips and session
+    clips), and the mean over folds."""
     actor = np.array([int(Path(f).stem.split("-")[-1]) for f in files])
     clean = np.array([Path(f).parent.name == "copy0" for f in files])
-    per_c = {}
-    for C in HEAD_C_GRID:
+    out = {}
+    for name, fit in fits.items():
         folds = []
         for fold in audio_data.CV_FOLDS:
             held = np.isin(actor, fold)
-            xt, yt = x[~held], y[~held]
-            mu, sd = xt.mean(0), xt.std(0) + 1e-6
-            lr = LogisticRegression(C=C, max_iter=3000).fit((xt - mu) / sd, yt)
             sel = held & clean
-            folds.append(scores(y[sel], lr.predict_proba((x[sel] - mu) / sd))["macro_f1"])
-        per_c[str(C)] = {"folds": [round(f, 4) for f in folds], "mean": round(float(np.mean(folds)), 4)}
-    best = max(per_c, key=lambda c: per_c[c]["mean"])
-    return {"per_C": per_c, "best_C": float(best), "best_mean_macro_f1": per_c[best]["mean"]}
+            folds.append(scores(y[sel], fit(x[~held], y[~held], x[sel]))["macro_f1"])
+        out[name] = {"folds": [round(f, 4) for f in folds], "mean": round(float(np.mean(folds)), 4)}
+    return out
+
+
+def standardised_fit_predict(model, xt: np.ndarray, yt: np.ndarray, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """`model` fitted on `xt` standardised by its own mean and std (as the runtime head
+    standardises); its probabilities for each of `xs`."""
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    model.fit((xt - mu) / sd, yt)
+    return [model.predict_proba((x - mu) / sd) for x in xs]
 
 
 def _proba(head: StatesHead, x: np.ndarray) -> np.ndarray:
