@@ -3,7 +3,7 @@ the default method against the input level.
 
 Why: the de-identifier skipped frames it judged silent by absolute levels (F0 tracker:
 -46 dBFS, McAdams: -70 dBFS windowed). RAVDESS is recorded quietly already (median loudest
-40 ms frame -31 dBFS), and a quieter microphone pushed the speech itself under those levels,
+40 ms frame -28.9 dBFS, `--ravdess-levels`), and a quieter microphone pushed the speech itself under those levels,
 where it passed through almost untouched. This runs `bench_voice_privacy.py` (default method,
 one session per speaker, no emotion part) with every clip scaled by each gain before
 de-identification, and collects the EERs into one table and plot. `--label` names the code
@@ -11,8 +11,10 @@ measured (e.g. `before` / `after` a change), so both rows stay in the same file.
 
     python benchmarks/voice_privacy_level.py --label after     # ~3 min
     python benchmarks/voice_privacy_level.py --report          # table and plot from the JSON
+    python benchmarks/voice_privacy_level.py --ravdess-levels  # how loud RAVDESS itself is (~1 min)
 
-Writes benchmarks/results/voice_privacy_level.{json,md,png}. Measures; chooses nothing.
+Writes benchmarks/results/voice_privacy_level.{json,md,png} (`--ravdess-levels`:
+voice_privacy_level_ravdess.json). Measures; chooses nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +49,29 @@ def measure(gain_db: float) -> dict:
     }
 
 
+def ravdess_levels() -> dict:
+    """How loud RAVDESS is, in the F0 tracker's terms: per clip (all 1440, 16 kHz), the RMS of
+    its loudest 40 ms frame (10 ms hop) in dBFS, percentiles over clips; and the share of all
+    frames under the tracker's absolute silence level (F0Config.silence_rms)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from edge_app.deid.pitch import F0_WIN, F0Config
+    from export import audio_data, default_data
+
+    floor = F0Config().silence_rms
+    peaks, below, total = [], 0, 0
+    for u in audio_data.load_ravdess(default_data()):
+        x = audio_data.read_clip(str(u.path)).astype(np.float64)
+        idx = np.arange(0, len(x) - F0_WIN + 1, 160)[:, None] + np.arange(F0_WIN)[None, :]
+        rms = np.sqrt((x[idx] ** 2).mean(axis=1))
+        peaks.append(20 * np.log10(rms.max() + 1e-12))
+        below, total = below + int((rms < floor).sum()), total + len(rms)
+    pct = {str(q): round(float(np.percentile(peaks, q)), 1) for q in (1, 5, 50, 95)}
+    return {"clips": len(peaks), "loudest_frame_dbfs_percentiles": pct,
+            "share_of_frames_below_silence_rms": round(below / total, 3), "silence_rms": floor}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,7 +85,13 @@ def main() -> None:
     ap.add_argument(
         "--report", action="store_true", help="only rewrite the table and plot from the JSON"
     )
+    ap.add_argument("--ravdess-levels", action="store_true", help="only measure how loud RAVDESS's clips are")
     a = ap.parse_args()
+    if a.ravdess_levels:
+        levels = ravdess_levels()
+        (ROOT / "benchmarks/results/voice_privacy_level_ravdess.json").write_text(json.dumps(levels, indent=1) + "\n")
+        print(json.dumps(levels))
+        return
     result = (
         json.loads(OUT.with_suffix(".json").read_text())
         if OUT.with_suffix(".json").exists()
