@@ -23,8 +23,10 @@ encoders carry over better than the one trained on 18 RAVDESS voices; this tests
 on channels, not on other speakers or languages).
 
     python benchmarks/audio_robustness.py [--workers 2]
+    python benchmarks/audio_robustness.py --split validation --conditions "clean,distant mic -30 dB" \
+        --output-level-dbfs off --out /tmp/r     # what benchmarks/output_level.py runs
 
-Writes benchmarks/results/audio_robustness.{json,md,png}. Measures; chooses nothing.
+Writes benchmarks/results/audio_robustness.{json,md,png} (default --out). Measures; chooses nothing.
 """
 
 from __future__ import annotations
@@ -125,24 +127,26 @@ CONDITIONS: dict[
 }
 
 _ENC = None
+_DEID: dict = {}  # VoiceDeidOptions fields other than the defaults
 
 
-def _init() -> None:
-    global _ENC
+def _init(deid_options: dict | None = None) -> None:
+    global _ENC, _DEID
     from edge_app.encoders import AudioEncoder, EncoderOptions
 
+    _DEID = dict(deid_options or {})
     # every clip on its own: no voice session (a single clip never reaches the session head)
     _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False))
 
 
-def answer(args: tuple[str, int, list[str]]) -> dict[str, list[list[float]]]:
+def answer(args: tuple[str, int, list[str], list[str]]) -> dict[str, list[list[float]]]:
     """One clip under every condition: (shipped, window encoder alone, states head alone) probabilities."""
     from dataclasses import replace
 
     from edge_app.encoders.features import audio_features_and_levels
     from edge_app.encoders.runtime import fuse_states
 
-    path, seed, talkers = args
+    path, seed, talkers, conditions = args
     clean = audio_data.read_clip(path)
     rng = np.random.default_rng(
         seed
@@ -150,15 +154,17 @@ def answer(args: tuple[str, int, list[str]]) -> dict[str, list[list[float]]]:
     deid_seed = int(rng.integers(2**31))
     out = {}
     for i, (name, (_, degrade)) in enumerate(CONDITIONS.items()):
+        if name not in conditions:
+            continue
         x = np.clip(
             degrade(clean.astype(np.float64), np.random.default_rng([seed, i]), talkers), -1, 1
         ).astype(np.float32)
-        audio = audio_data.deidentify(x, deid_seed)
+        audio = audio_data.deidentify(x, deid_seed, **_DEID)
         y = np.asarray(audio.samples, np.float32)
         window = _ENC._run(audio_features_and_levels(y)[0])
         states_logp = _ENC.states_head.logp(y)
         shipped = replace(window, probs=fuse_states(window.probs, states_logp, _ENC.states_weight))
-        if i == 0:  # the parts recombine into exactly what the runtime answers
+        if name == "clean":  # the parts recombine into exactly what the runtime answers
             assert np.allclose(shipped.probs, _ENC.encode(audio).probs, atol=1e-5)
         out[name] = [shipped.probs.tolist(), window.probs.tolist(), np.exp(states_logp).tolist()]
     return out
@@ -176,33 +182,52 @@ def main() -> None:
     ap.add_argument(
         "--limit", type=int, default=0, help="first N test clips only (a quick look; 0 = all 240)"
     )
+    ap.add_argument("--split", choices=("test", "validation"), default="test",
+                    help="RAVDESS actors 21-24 (default) or 19-20 (what benchmarks/output_level.py chooses on)")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS),
+                    help="comma-separated subset of the conditions (default: all)")
+    ap.add_argument("--output-level-dbfs", default=None,
+                    help="the de-identifier's output level control: a dBFS target or 'off' (default: its default)")
+    ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (default: %(default)s)")
     a = ap.parse_args()
     from tqdm import tqdm
 
+    conditions = [c.strip() for c in a.conditions.split(",") if c.strip()]
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown:
+        ap.error(f"unknown condition {min(unknown)!r}; known: {', '.join(CONDITIONS)}")
+    deid = {}
+    if a.output_level_dbfs is not None:
+        deid["output_level_dbfs"] = None if a.output_level_dbfs == "off" else float(a.output_level_dbfs)
     utts = audio_data.load_ravdess(a.data)
-    test = [u for u in utts if audio_data.split_of(u.actor) == "test"]
+    test = [u for u in utts if audio_data.split_of(u.actor) == {"test": "test", "validation": "val"}[a.split]]
     test = test[: a.limit] if a.limit else test
     talkers = [str(u.path) for u in utts if audio_data.split_of(u.actor) == "train"]
-    jobs = [(str(u.path), audio_data.clip_seed(0, u, 0), talkers) for u in test]
+    jobs = [(str(u.path), audio_data.clip_seed(0, u, 0), talkers, conditions) for u in test]
     t0 = time.time()
-    with ProcessPoolExecutor(a.workers, initializer=_init) as ex:
-        answers = list(tqdm(ex.map(answer, jobs), total=len(jobs), desc="test clips x conditions"))
+    with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid,)) as ex:
+        answers = list(tqdm(ex.map(answer, jobs), total=len(jobs), desc=f"{a.split} clips x conditions"))
     y = np.array([u.label for u in test])
-    result = {"n_clips": len(test), "seconds": round(time.time() - t0, 1), "conditions": {}}
+    result = {"split": a.split, "n_clips": len(test), "seconds": round(time.time() - t0, 1),
+              "deid_options": deid, "conditions": {}}  # fmt: skip
     for name, (in_training, _) in CONDITIONS.items():
+        if name not in conditions:
+            continue
         row = {"in_training_augmentation": in_training}
         for m, model in enumerate(MODELS):
             p = np.array([r[name][m] for r in answers])
             row[model] = {"8class": scores(y, p), "4class": scores(y, p, FOUR)}
         result["conditions"][name] = row
-    report.write(OUT, result, markdown, plot)
+    report.write(a.out, result, markdown, plot)
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Voice answer under degraded recordings (test actors 21-24, each clip on its own)", "",
+    actors = "test actors 21-24" if r.get("split", "test") == "test" else "validation actors 19-20"
+    lines = [f"# Voice answer under degraded recordings ({actors}, each clip on its own)", "",
              (f"`python benchmarks/audio_robustness.py`: {r['n_clips']} clips, degraded before de-identification, "
              "answered by the runtime's audio path. 8-class accuracy / macro-F1 (4-class accuracy). "
-             "Measures; chooses nothing."), "",
+             "Measures; chooses nothing."
+             + (f" De-identifier options: {r['deid_options']}." if r.get("deid_options") else "")), "",
              "| condition | in training augmentation | " + " | ".join(MODELS) + " |",
              "|---|---|" + "---|" * len(MODELS)]  # fmt: skip
     for name, row in r["conditions"].items():

@@ -113,12 +113,13 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)
 
 
-def deidentify(x: np.ndarray, seed: int):
-    """The project's voice de-identifier, one session with random parameters from `seed`."""
+def deidentify(x: np.ndarray, seed: int, **options):
+    """The project's voice de-identifier, one session with random parameters from `seed`
+    (`options`: VoiceDeidOptions fields other than the defaults, for benchmarks)."""
     from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
     from edge_app.records import AudioChunk
 
-    return VoiceDeidentifier(VoiceDeidOptions(seed=seed)).process(AudioChunk(0.0, x, SR))
+    return VoiceDeidentifier(VoiceDeidOptions(seed=seed, **options)).process(AudioChunk(0.0, x, SR))
 
 
 def read_clip(path: str) -> np.ndarray:

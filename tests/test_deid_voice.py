@@ -112,9 +112,10 @@ def test_speaker_estimate_carries_over_the_session():
     assert deid.speaker.median_hz is None
 
 
-@pytest.mark.parametrize("method", ["mcadams", "mcadams+pitch", "pitch+vtl"])
-def test_streaming_equals_whole_file_without_clicks(method):
-    x = np.concatenate([synth_voice(110.0, 2.5, seed=1), synth_voice(210.0, 2.5, 0.85, seed=2)])
+# -50 dB: a quiet microphone, so the output level control is raising it
+@pytest.mark.parametrize("method,gain_db", [("mcadams", 0), ("mcadams+pitch", 0), ("pitch+vtl", 0), ("mcadams+pitch", -50)])
+def test_streaming_equals_whole_file_without_clicks(method, gain_db):
+    x = np.concatenate([synth_voice(110.0, 2.5, seed=1), synth_voice(210.0, 2.5, 0.85, seed=2)]) * 10 ** (gain_db / 20)
     opts = VoiceDeidOptions(method=method, seed=11)
     whole = VoiceDeidentifier(opts).process(AudioChunk(0.0, x, SR)).samples
 
@@ -147,6 +148,42 @@ def test_streaming_equals_whole_file_without_clicks(method):
     bounds = bounds[(bounds > 0) & (bounds < len(streamed))]
     assert jumps[bounds - 1].max() <= jumps.max() + 1e-9
     assert jumps.max() < 0.5
+
+
+def loudest_frame_dbfs(x: np.ndarray) -> float:
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), F0_WIN)[::160]
+    return float(20 * np.log10(np.sqrt((frames**2).mean(axis=1)).max() + 1e-12))
+
+
+def test_output_level_raises_a_quiet_session_and_leaves_a_normal_one():
+    # half a second of room noise first: speech is judged against the quietest frame heard
+    room = 1e-3 * np.random.default_rng(4).standard_normal(SR // 2).astype(np.float32)
+    x = np.concatenate([room, synth_voice(120.0, 2.0, seed=3)])
+    target = VoiceDeidOptions().output_level_dbfs
+    normal = run(x, seed=5).samples
+    assert np.array_equal(normal, run(x, seed=5, output_level_dbfs=None).samples)  # untouched
+    for gain_db in (-40, -60):
+        quiet = x * 10 ** (gain_db / 20)
+        off = run(quiet, seed=5, output_level_dbfs=None).samples
+        on = run(quiet, seed=5).samples
+        assert loudest_frame_dbfs(off) < target - 10
+        assert abs(loudest_frame_dbfs(on) - target) < 1.5
+        # one gain for the session once its loudest voiced frame is in: the voice itself is unchanged
+        late = slice(SR, len(x))
+        ratio = on[late] / np.where(np.abs(off[late]) > 1e-9, off[late], np.nan)
+        assert np.nanstd(ratio) < 1e-3 * np.nanmean(ratio)
+
+
+def test_output_level_never_raises_noise_or_passes_the_cap():
+    rng = np.random.default_rng(0)
+    hiss = 10 ** (-70 / 20) * rng.standard_normal(2 * SR)  # nothing voiced
+    assert np.array_equal(run(hiss, seed=5).samples, run(hiss, seed=5, output_level_dbfs=None).samples)
+    # speech near -85 dBFS over a -115 dBFS floor: it needs 45 dB, the cap gives 40
+    room = 10 ** (-115 / 20) * rng.standard_normal(SR // 2)
+    faint = np.concatenate([room, synth_voice(120.0, 2.0, seed=3) * 10 ** (-65 / 20)])
+    opts = VoiceDeidOptions()
+    raised = loudest_frame_dbfs(run(faint, seed=5).samples) - loudest_frame_dbfs(run(faint, seed=5, output_level_dbfs=None).samples)
+    assert opts.max_output_gain_db - 1.0 < raised < opts.max_output_gain_db + 0.5
 
 
 def test_long_stream_keeps_bounded_state():
@@ -315,6 +352,9 @@ def test_other_sample_rate_is_resampled(voice):
 
 
 def test_bad_options_are_usage_errors():
+    for bad in ({"output_level_dbfs": 0.0}, {"max_output_gain_db": -1.0}):
+        with pytest.raises(UsageError):
+            VoiceDeidOptions(**bad).validate()
     with pytest.raises(UsageError):
         VoiceDeidentifier(VoiceDeidOptions(method="robot"))
     with pytest.raises(UsageError):

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import resample_poly
 
+from edge_app.deid.level import LevelControl, SessionLevel
 from edge_app.deid.mcadams import LPC_ORDER, NFFT, SILENCE_RMS, mcadams_frames
 from edge_app.deid.pitch import F0_WIN, F0Config, RunningMedianF0, estimate_f0, relative_silence
 from edge_app.deid.spectrum import RunningLtasEqualiser
@@ -55,7 +56,7 @@ METHODS = ("mcadams+pitch", "pitch+vtl", "mcadams")
 PITCH_METHODS = ("pitch+vtl", "mcadams+pitch")
 # every module of edge_app/deid whose code decides the anonymised audio: the benchmark's
 # and the training feature caches hash these, so a code change recomputes them
-SOURCE_FILES = ("voice.py", "mcadams.py", "pitch.py", "stream.py", "spectrum.py")
+SOURCE_FILES = ("voice.py", "mcadams.py", "pitch.py", "stream.py", "spectrum.py", "level.py")
 SR = 16_000
 HOP = 160  # 10 ms frame hop, shared by every stage
 WIN = 2 * HOP  # 20 ms Hann windows (50 % overlap sums to one)
@@ -124,6 +125,13 @@ class VoiceDeidOptions:
     wsola_tolerance_ms: float = 10.0
     # F0 tracker settings (search range, voicing thresholds)
     f0: F0Config = field(default_factory=F0Config)
+    # output level control (edge_app/deid/level.py): a session whose loudest speech
+    # 40 ms frame is quieter than this, dBFS, is raised to it (one gain per session
+    # that only falls; louder sessions are untouched); None = off. -35 was chosen on
+    # validation, benchmarks/output_level.py
+    output_level_dbfs: float | None = -35.0
+    # most gain the level control applies, dB
+    max_output_gain_db: float = 40.0
 
     @property
     def vtl_range(self) -> tuple[float, float]:
@@ -162,6 +170,10 @@ class VoiceDeidOptions:
             raise UsageError(f"formant_scale_range must satisfy 0.5 <= lo <= hi <= 2, got {self.formant_scale_range}")
         if not 0.0 <= self.ltas_strength <= 1.0:
             raise UsageError(f"ltas_norm_strength must be in [0, 1], got {self.ltas_norm_strength}")
+        if self.output_level_dbfs is not None and not -60.0 <= self.output_level_dbfs <= -6.0:
+            raise UsageError(f"output_level_dbfs must be in [-60, -6] or None, got {self.output_level_dbfs}")
+        if not 0.0 <= self.max_output_gain_db <= 60.0:
+            raise UsageError(f"max_output_gain_db must be in [0, 60], got {self.max_output_gain_db}")
 
 
 def _periodic_hann(n: int) -> np.ndarray:
@@ -222,7 +234,8 @@ class VoiceDeidentifier:
         pitch = self.options.method in PITCH_METHODS
         tol = int(round(self.options.wsola_tolerance_ms * SR / 1000))
         extra = (F0_WIN // 2 + 2 * HOP + self.options.max_shift * (tol + WIN)) if pitch else 0
-        return (WIN + HOP + extra) / SR
+        level = F0_WIN // 2 + HOP if self.options.output_level_dbfs is not None else 0
+        return (WIN + HOP + extra + level) / SR
 
     # --- whole utterance -------------------------------------------------------
 
@@ -302,6 +315,8 @@ class SpeakerPitch:
         # McAdams' windowed 20 ms frames): silence is judged relative to these
         self.peak_f0 = 0.0
         self.peak_mcadams = 0.0
+        # the loudest voiced output frame, which the output level control reads
+        self.level = SessionLevel()
         # the speaker's long-term spectrum, when it is equalised too
         self.ltas = (
             RunningLtasEqualiser(NFFT, opts.ltas_strength) if opts.ltas_strength > 0 else None
@@ -352,7 +367,12 @@ class _StreamState:
         self.pitch = opts.method in PITCH_METHODS
         self.speaker = speaker  # the session's speaker estimates, shared across streams
         self.n_in = 0  # samples fed so far
-        self.emitted = 0  # samples handed out so far
+        self.popped = 0  # samples taken from the overlap-add output so far
+        self.emitted = 0  # samples handed out so far (after the level control's hold-back)
+        self.level = (
+            LevelControl(speaker.level, opts.output_level_dbfs, opts.max_output_gain_db)
+            if opts.output_level_dbfs is not None else None
+        )
         self.x = Tape()  # input
         self.out = OlaTape()  # McAdams output, overlap-added
         # per 10 ms input frame, by absolute frame number (trimmed like the audio,
@@ -381,7 +401,7 @@ class _StreamState:
     def flush(self) -> np.ndarray:
         self.x.append(np.zeros(FLUSH_PAD))
         self._run()
-        return self._emit(self.n_in)
+        return self._emit(self.n_in, final=True)
 
     def _run(self) -> None:
         if self.pitch:
@@ -391,9 +411,13 @@ class _StreamState:
         self._run_mcadams()
         self._trim()
 
-    def _emit(self, upto: int) -> np.ndarray:
+    def _emit(self, upto: int, final: bool = False) -> np.ndarray:
         upto = min(upto, self.n_in)
-        out = self.out.pop(upto) if upto > self.emitted else np.zeros(0)
+        out = self.out.pop(upto) if upto > self.popped else np.zeros(0)
+        self.popped += len(out)
+        if self.level is not None:
+            out = self.level.feed(out)
+            out = np.concatenate([out, self.level.flush()]) if final else out
         self.emitted += len(out)
         return _soft_limit(out)
 
