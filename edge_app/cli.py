@@ -502,11 +502,14 @@ def format_text(result: dict[str, Any]) -> str:
         label = f" {w['label']:<9}" if "label" in w else ""
         lines.append(f"  {w['start']:6.1f}-{w['end']:6.1f} s{label} " + "; ".join(w["clues"]))
     p = result["privacy"]
+    voice = f"voice: {p.get('voice_method')}"
+    if p.get("voice_gain_db"):
+        voice += f", a quiet voice raised {p['voice_gain_db']:g} dB"
     if "frames_seen" in p:
         lines.append(f"  privacy: {p['frames_seen']} frames, {p['faces_masked']} faces masked, "
-                     f"{p['frames_dropped']} dropped; voice: {p.get('voice_method')}")
+                     f"{p['frames_dropped']} dropped; {voice}")
     else:
-        lines.append(f"  privacy: voice: {p.get('voice_method')}")
+        lines.append(f"  privacy: {voice}")
     return "\n".join(lines)
 
 

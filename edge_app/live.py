@@ -426,6 +426,7 @@ class LiveSession:
             extra["frames_skipped_by_pose"] = self._pose.skipped
         if self.mic is not None:
             privacy["voice_method"] = self.mic.method
+            privacy["voice_gain_db"] = round(self.mic.output_gain_db, 1)
         summary = LiveSummary(reason, self.published, self.pending.dropped, self.metrics(), privacy, extra)
         log.info("live: stopped (%s): %s", reason, self.status_line())
         return summary

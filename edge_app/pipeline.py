@@ -23,7 +23,13 @@ from edge_app.answer import Answer, Answerer, overall_answer
 from edge_app.config import Config
 from edge_app.cues import Cues, extract_cues
 from edge_app.cues.pose import PoseEstimator, PoseSample, RateLimiter
-from edge_app.deid.files import DecodeReport, deidentified_audio, deidentified_frames, probe_media
+from edge_app.deid.files import (
+    DecodeReport,
+    deidentified_audio,
+    deidentified_frames,
+    probe_media,
+    voice_gain_db,
+)
 from edge_app.deid.video import VideoDeidentifier
 from edge_app.deid.voice import VoiceDeidentifier
 from edge_app.errors import InputError
@@ -154,7 +160,7 @@ class Analyzer:
             self.answerer.new_session()  # each file gets its own voice de-identification session
         warnings: list[str] = [self.answerer.notice] if self.answerer is not None and self.answerer.notice else []
         with timer("audio_deid"):
-            audio = self._audio(path) if info.has_audio else None
+            audio, gain_db = self._audio(path) if info.has_audio else (None, 0.0)
         if info.has_audio and audio is None:
             warnings.append("audio track is empty")
         poses: list[PoseSample] = []
@@ -176,6 +182,7 @@ class Analyzer:
             raise InputError(f"{path}: no decodable video frames and no audio")
         duration = info.duration_s or max(last_t, audio.duration if audio else 0.0)
         privacy["voice_method"] = audio.method if audio else None
+        privacy["voice_gain_db"] = round(gain_db, 1) if audio else None
         windows = self._windows(duration, poses, audio, info.has_video, timer)
         timings = dict(timer.seconds)
         timings["total"] = time.perf_counter() - t_start
@@ -190,8 +197,11 @@ class Analyzer:
             anonymized=anonymized,
         )
 
-    def _audio(self, path: str) -> DeidAudio | None:
-        return deidentified_audio(path, VoiceDeidentifier(self.config.voice))
+    def _audio(self, path: str) -> tuple[DeidAudio | None, float]:
+        """The de-identified audio track and how far the output level control raised it, dB."""
+        deid = VoiceDeidentifier(self.config.voice)
+        audio = deidentified_audio(path, deid)
+        return audio, voice_gain_db(deid)
 
     def _video(self, path, info, audio, save_anonymized, progress, timer):
         """Frame loop: decode -> de-identify -> (write) -> pose at the cue rate."""

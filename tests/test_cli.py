@@ -51,6 +51,7 @@ def test_sample_clip_end_to_end(sample_clip, tmp_path):
     assert privacy["frames_seen"] > 0 and privacy["frames_dropped"] == 0
     assert privacy["faces_masked"] > 0
     assert privacy["voice_method"]
+    assert 0.0 <= privacy["voice_gain_db"] <= 40.0  # the output level control's gain, dB
     assert {"decode_deid", "pose", "audio_deid", "total"} <= set(result["timings"])
     # the body of the person is visible in the sample: some window has body cues
     assert any(w["cues"]["body"] for w in result["windows"])
@@ -151,6 +152,7 @@ def test_no_person_no_audio_still_works(tmp_path):
     assert result["media"]["has_audio"] is False
     assert result["privacy"]["faces_masked"] == 0
     assert result["privacy"]["voice_method"] is None
+    assert result["privacy"]["voice_gain_db"] is None
     for window in result["windows"]:
         body = window["cues"]["body"]
         assert body is None or body["person_visible_ratio"] == 0

@@ -6,6 +6,7 @@ The rest of the program calls these two functions; it never imports
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from edge_app.deid.video import VideoDeidentifier
@@ -13,7 +14,7 @@ from edge_app.deid.voice import VoiceDeidentifier
 from edge_app.records import DeidAudio, DeidFrame
 from edge_app.sources.media import DecodeReport, MediaInfo, iter_video_frames, probe, read_audio
 
-__all__ = ["DecodeReport", "MediaInfo", "deidentified_audio", "deidentified_frames", "probe_media"]
+__all__ = ["DecodeReport", "MediaInfo", "deidentified_audio", "deidentified_frames", "probe_media", "voice_gain_db"]
 
 
 def probe_media(path: str) -> MediaInfo:
@@ -41,3 +42,13 @@ def deidentified_audio(path: str, deid: VoiceDeidentifier) -> DeidAudio | None:
     if chunk is None or len(chunk.samples) == 0:
         return None
     return deid.process(chunk)
+
+
+def voice_gain_db(deid: VoiceDeidentifier) -> float:
+    """How far the de-identifier's output level control raises its session's voice now, dB
+    (0: a normal level, or the control is off): the same target / peak rule as
+    `edge_app.deid.level`, for the `privacy.voice_gain_db` report."""
+    o, peak = deid.options, deid.speaker.level.peak
+    if o.output_level_dbfs is None or peak <= 0:
+        return 0.0
+    return min(max(o.output_level_dbfs - 20 * math.log10(peak), 0.0), o.max_output_gain_db)

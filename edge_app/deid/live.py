@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from edge_app.deid.files import voice_gain_db
 from edge_app.deid.video import VideoDeidentifier, VideoDeidOptions
 from edge_app.deid.voice import SR, VoiceDeidentifier, VoiceDeidOptions
 from edge_app.errors import DeemoError
@@ -314,6 +315,11 @@ class DeidentifiedMicrophone(_CaptureThread):
             del chunk  # the raw audio dies here
             self.audio.append(out)
         self.audio.append(self._deid.flush())
+
+    @property
+    def output_gain_db(self) -> float:
+        """How far the output level control raises this microphone's voice now, dB."""
+        return voice_gain_db(self._deid)
 
     def _release(self) -> None:
         self._source.close()
