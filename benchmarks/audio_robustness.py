@@ -14,7 +14,9 @@ reproduces `export.evaluate`'s per-clip figure):
   white noise at 20 and 10 dB SNR, a reverberant room (RT60 0.8 s), a telephone band
   (300-3400 Hz, 8 kHz round trip);
 - not in it: babble (four training actors' clips mixed at 10 dB SNR), MP3 at 32 kbit/s and
-  mu-law telephone (PyAV's real codecs), a distant microphone (-30 dB).
+  mu-law telephone (PyAV's real codecs), a distant microphone (-30 dB);
+- babble of unseen talkers: four clips of the split's other actors (never the clip's own
+  speaker, never a training actor; on validation that is the one other actor), 10 dB SNR.
 
 Three answers per clip: the shipped one (convolutional encoder + speech-embedding head, fused
 with the Whisper-states head), the window encoder alone (`whisper_states = False`) and the
@@ -96,7 +98,7 @@ def telephone_band(x: np.ndarray) -> np.ndarray:
 
 
 def babble(x: np.ndarray, rng: np.random.Generator, talkers: list[str]) -> np.ndarray:
-    """Four other speakers' clips (training actors), each at a random offset, summed."""
+    """Four clips drawn from `talkers` (other speakers), each at a random offset, summed."""
     noise = np.zeros(len(x))
     for path in rng.choice(talkers, 4, replace=False):
         t = audio_data.read_clip(path)
@@ -105,9 +107,12 @@ def babble(x: np.ndarray, rng: np.random.Generator, talkers: list[str]) -> np.nd
     return add_noise(x, noise, 10)
 
 
-# name -> (in the training augmentation?, degradation(x, rng, talkers))
+# the babble pools of one clip: (training actors' clips, the split's other actors' clips)
+Talkers = tuple[list[str], list[str]]
+# name -> (in the training augmentation?, degradation(x, rng, talkers)); new conditions go
+# last: each draws from a generator seeded by its position
 CONDITIONS: dict[
-    str, tuple[bool, Callable[[np.ndarray, np.random.Generator, list[str]], np.ndarray]]
+    str, tuple[bool, Callable[[np.ndarray, np.random.Generator, Talkers], np.ndarray]]
 ] = {
     "clean": (True, lambda x, rng, t: x),
     "white noise 20 dB": (True, lambda x, rng, t: add_noise(x, rng.standard_normal(len(x)), 20)),
@@ -117,13 +122,14 @@ CONDITIONS: dict[
         lambda x, rng, t: fftconvolve(x, audio_data.room_impulse_response(rng, 0.8))[: len(x)],
     ),
     "telephone band": (True, lambda x, rng, t: telephone_band(x)),
-    "babble 10 dB": (False, babble),
+    "babble 10 dB": (False, lambda x, rng, t: babble(x, rng, t[0])),
     "mp3 32 kbit/s": (
         False,
         lambda x, rng, t: codec_round_trip(x, "libmp3lame", "mp3", SR, 32_000),
     ),
     "mu-law 8 kHz": (False, lambda x, rng, t: codec_round_trip(x, "pcm_mulaw", "wav", 8000)),
     "distant mic -30 dB": (False, lambda x, rng, t: x * 10 ** (-30 / 20)),
+    "babble 10 dB (unseen talkers)": (False, lambda x, rng, t: babble(x, rng, t[1])),
 }
 
 _ENC = None
@@ -139,7 +145,7 @@ def _init(deid_options: dict | None = None) -> None:
     _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False))
 
 
-def answer(args: tuple[str, int, list[str], list[str]]) -> dict[str, list[list[float]]]:
+def answer(args: tuple[str, int, Talkers, list[str]]) -> dict[str, list[list[float]]]:
     """One clip under every condition: (shipped, window encoder alone, states head alone) probabilities."""
     from dataclasses import replace
 
@@ -201,9 +207,11 @@ def main() -> None:
         deid["output_level_dbfs"] = None if a.output_level_dbfs == "off" else float(a.output_level_dbfs)
     utts = audio_data.load_ravdess(a.data)
     test = [u for u in utts if audio_data.split_of(u.actor) == {"test": "test", "validation": "val"}[a.split]]
+    pool = test  # the unseen talkers come from the whole split, --limit or not
     test = test[: a.limit] if a.limit else test
-    talkers = [str(u.path) for u in utts if audio_data.split_of(u.actor) == "train"]
-    jobs = [(str(u.path), audio_data.clip_seed(0, u, 0), talkers, conditions) for u in test]
+    trained = [str(u.path) for u in utts if audio_data.split_of(u.actor) == "train"]
+    jobs = [(str(u.path), audio_data.clip_seed(0, u, 0),
+             (trained, [str(v.path) for v in pool if v.actor != u.actor]), conditions) for u in test]
     t0 = time.time()
     with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid,)) as ex:
         answers = list(tqdm(ex.map(answer, jobs), total=len(jobs), desc=f"{a.split} clips x conditions"))

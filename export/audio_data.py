@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ACTORS = tuple(range(1, 19))
 VAL_ACTORS = (19, 20)
 TEST_ACTORS = (21, 22, 23, 24)
+BABBLE_P = 0.3  # share of augmented copies with other people talking (training actors' clips)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,40 @@ def room_impulse_response(rng: np.random.Generator, rt60: float | None = None) -
     return h / np.sqrt(np.sum(h**2))
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Room, channel and noise conditions drawn at random (train copies only)."""
+def babble_talkers(src: str) -> tuple[str, ...]:
+    """The clips that may talk over `src` in the babble augmentation: every training actor's
+    but `src`'s own speaker's (RAVDESS layout: <root>/Actor_NN/<clip>.flac)."""
+    return _babble_talkers(str(Path(src).parents[1]), int(Path(src).parent.name.split("_")[-1]))
+
+
+@functools.lru_cache(maxsize=32)
+def _babble_talkers(root: str, actor: int) -> tuple[str, ...]:
+    return tuple(str(p) for a in TRAIN_ACTORS if a != actor
+                 for p in sorted(Path(root, f"Actor_{a:02d}").glob("*.flac")))
+
+
+def babble(x: np.ndarray, rng: np.random.Generator, talkers: Sequence[str], n: int, snr_db: float) -> np.ndarray:
+    """`x` with `n` clips drawn from `talkers` talking over it, each at a random offset,
+    the sum `snr_db` below it."""
+    noise = np.zeros(len(x))
+    for path in rng.choice(len(talkers), n, replace=False):
+        t = read_clip(talkers[path]).astype(np.float64)
+        t = np.roll(np.pad(t, (0, max(0, len(x) - len(t))))[: len(x)], int(rng.integers(len(x))))
+        noise += t / (np.std(t) + 1e-9)
+    p = np.mean(x**2) + 1e-12
+    return x + noise * np.sqrt(p / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, talkers: Sequence[str] = (),
+            babble_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Room, channel and noise conditions drawn at random (train copies only); with
+    `talkers`, sometimes other people talking in the same room (babble: which clips and
+    where they start come from `babble_rng`, default `rng`, so a session can keep one
+    condition while its babble changes from clip to clip)."""
     y = x.astype(np.float64)
+    if talkers and rng.random() < BABBLE_P:  # before the room: the talkers are in it too
+        n, snr = int(rng.integers(1, 7)), rng.uniform(0, 20)
+        y = babble(y, babble_rng or rng, talkers, n, snr)
     if rng.random() < 0.5:
         y = fftconvolve(y, room_impulse_response(rng))[: len(y)]
     if rng.random() < 0.5:  # band-limited microphone / speaker
@@ -111,6 +143,16 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y *= 10 ** (rng.uniform(-15, 6) / 20)  # gain
     peak = np.max(np.abs(y))
     return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def augment_fingerprint() -> str:
+    """Short hash of the augmentation's code (`augment` and what it calls): augmented
+    copies are cached under it, so a change to it recomputes them and reuses copy 0."""
+    import inspect
+
+    src = "".join(inspect.getsource(f) for f in (augment, babble, room_impulse_response, babble_talkers, _babble_talkers))
+    return hashlib.sha1((code_only(src) + f"{BABBLE_P}").encode()).hexdigest()[:6]
 
 
 def deidentify(x: np.ndarray, seed: int, **options):
@@ -140,7 +182,7 @@ def deidentified_copy(src: str, seed: int, aug: bool) -> np.ndarray:
     x = read_clip(src)
     rng = np.random.default_rng(seed)
     if aug:
-        x = augment(x, rng)
+        x = augment(x, rng, babble_talkers(src))
     return deidentify(x, seed=int(rng.integers(2**31))).samples
 
 
@@ -172,8 +214,8 @@ def deid_fingerprint() -> str:
     from edge_app.deid.voice import SOURCE_FILES, VoiceDeidOptions
 
     h = hashlib.sha1(json.dumps(dataclasses.asdict(VoiceDeidOptions()), sort_keys=True, default=str).encode())
-    for name in SOURCE_FILES:
-        h.update((ROOT / "edge_app" / "deid" / name).read_bytes())
+    for name in SOURCE_FILES:  # the code, not its prose: a rebuilt cache costs about 40 minutes
+        h.update(code_only((ROOT / "edge_app" / "deid" / name).read_text()).encode())
     return h.hexdigest()[:10]
 
 
@@ -222,15 +264,21 @@ def states_fingerprint() -> str:
     return hashlib.sha1(np.array([f"{b:.3g}" for b in blocks]).tobytes()).hexdigest()[:6]
 
 
+def copy_dir(copy: int) -> str:
+    """A cached copy's folder: copy 0 is the clean clip, the others are augmented and so
+    also depend on the augmentation's code."""
+    return f"copy{copy}" if copy == 0 else f"copy{copy}-a{augment_fingerprint()}"
+
+
 def feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"deid-{cache_key()}" / f"copy{copy}" / f"{u.stem}.npy"
+    return cache / "audio" / f"deid-{cache_key()}" / copy_dir(copy) / f"{u.stem}.npy"
 
 
 def states_path(cache: Path, u: Utterance, copy: int) -> Path:
     """The pooled Whisper states of the same de-identified copy as `feature_path`'s: of all
     N_LAYERS layers, cut to the runtime's whisper.DEPTH when loaded (the first k states do
     not depend on the depth), so a change of depth needs no pass of the encoder over the cache."""
-    return cache / "audio" / f"whisper-{deid_fingerprint()}-w{states_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
+    return cache / "audio" / f"whisper-{deid_fingerprint()}-w{states_fingerprint()}" / copy_dir(copy) / f"{u.stem}.npy"
 
 
 def build_cache(
@@ -262,7 +310,7 @@ def build_cache(
 
 
 def session_feature_path(cache: Path, u: Utterance, copy: int) -> Path:
-    return cache / "audio" / f"sessions-{cache_key()}-w{states_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npz"
+    return cache / "audio" / f"sessions-{cache_key()}-w{states_fingerprint()}" / copy_dir(copy) / f"{u.stem}.npz"
 
 
 def session_order(seed: int, actor: int, copy: int, n: int) -> tuple[int, np.ndarray]:
@@ -296,10 +344,10 @@ def session_audio(clips: list[tuple[str, str]], seed: int, aug: bool) -> Iterato
     from edge_app.records import AudioChunk
 
     deid = VoiceDeidentifier(VoiceDeidOptions(seed=seed))
-    for src, dst in clips:
+    for i, (src, dst) in enumerate(clips):
         x = read_clip(src)
-        if aug:
-            x = augment(x, np.random.default_rng(seed))  # same draws = same channel all session
+        if aug:  # same draws = same channel all session; other talkers' clips change
+            x = augment(x, np.random.default_rng(seed), babble_talkers(src), np.random.default_rng([seed, i]))
         y = deid.process(AudioChunk(0.0, x, SR)).samples
         if not os.path.exists(dst):
             yield dst, y
@@ -374,7 +422,7 @@ def mel_path(cache: Path, u: Utterance, copy: int, session: bool = False) -> Pat
     """Whisper log-mel (float16) of the same de-identified copy as `feature_path`'s, or with
     `session` as `session_feature_path`'s: what export/whisper_tune.py fine-tunes on."""
     kind = "sessmel" if session else "mel"
-    return cache / "audio" / f"{kind}-{deid_fingerprint()}-m{mel_fingerprint()}" / f"copy{copy}" / f"{u.stem}.npy"
+    return cache / "audio" / f"{kind}-{deid_fingerprint()}-m{mel_fingerprint()}" / copy_dir(copy) / f"{u.stem}.npy"
 
 
 def _mel_job(args: tuple[str, str, int, bool]) -> int:

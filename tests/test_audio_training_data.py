@@ -54,3 +54,38 @@ def test_ensemble_refuses_runs_scored_on_different_clips(tmp_path: Path) -> None
     _save(atd, tmp_path, 1, p, np.array([1, 0]))
     with pytest.raises(ValueError, match="different clips"):
         atd.ensemble("mix+head", [0, 1], tmp_path)
+
+
+def test_babble_talkers_are_other_training_actors_only() -> None:
+    from conftest import ravdess_path
+
+    from export import audio_data
+
+    src = str(ravdess_path("audio_16k_flac/Actor_05/03-01-05-02-01-01-05.flac"))
+    pool = audio_data.babble_talkers(src)
+    actors = {int(Path(p).parent.name.split("_")[1]) for p in pool}
+    assert actors == set(audio_data.TRAIN_ACTORS) - {5}  # never the speaker, never val/test actors
+    assert len(pool) == 17 * 60
+
+
+def test_babble_is_mixed_at_the_drawn_snr_and_a_session_can_vary_it_by_clip() -> None:
+    from conftest import ravdess_path
+
+    from export import audio_data
+
+    src = str(ravdess_path("audio_16k_flac/Actor_05/03-01-05-02-01-01-05.flac"))
+    x = audio_data.read_clip(src).astype(np.float64)
+    pool = audio_data.babble_talkers(src)
+    y = audio_data.babble(x, np.random.default_rng(0), pool, 4, 10.0)
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
+    assert abs(snr - 10.0) < 1e-6
+    # the augmentation with talkers: deterministic per generator; a session's clips share the
+    # condition (same rng seed) but hear different talkers (babble_rng)
+    draws = [audio_data.augment(x, np.random.default_rng(s), pool, np.random.default_rng([s, i]))
+             for s, i in ((3, 0), (3, 0), (3, 1))]
+    assert np.array_equal(draws[0], draws[1])
+    with_babble = [s for s in range(40) if np.random.default_rng(s).random() < audio_data.BABBLE_P]
+    s = with_babble[0]
+    a, b = (audio_data.augment(x, np.random.default_rng(s), pool, np.random.default_rng([s, i])) for i in (0, 1))
+    assert not np.allclose(a, b)  # other talkers
+    assert 5 < len(with_babble) < 25  # about BABBLE_P of the copies

@@ -6,7 +6,6 @@ The rest of the program calls these two functions; it never imports
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 from edge_app.deid.video import VideoDeidentifier
@@ -46,9 +45,8 @@ def deidentified_audio(path: str, deid: VoiceDeidentifier) -> DeidAudio | None:
 
 def voice_gain_db(deid: VoiceDeidentifier) -> float:
     """How far the de-identifier's output level control raises its session's voice now, dB
-    (0: a normal level, or the control is off): the same target / peak rule as
-    `edge_app.deid.level`, for the `privacy.voice_gain_db` report."""
-    o, peak = deid.options, deid.speaker.level.peak
-    if o.output_level_dbfs is None or peak <= 0:
+    (0: a normal level, or the control is off), for the `privacy.voice_gain_db` report."""
+    o = deid.options
+    if o.output_level_dbfs is None:
         return 0.0
-    return min(max(o.output_level_dbfs - 20 * math.log10(peak), 0.0), o.max_output_gain_db)
+    return deid.speaker.level.gain_db(o.output_level_dbfs, o.max_output_gain_db)

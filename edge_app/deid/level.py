@@ -41,6 +41,13 @@ SPEECH_RUN = 3  # consecutive voiced frames, ending at the frame
 SPEECH_ABOVE_FLOOR_DB = 20.0
 
 
+def session_gain(peak: np.ndarray | float, target: float, max_gain: float) -> np.ndarray:
+    """The gain a session whose loudest speech frame so far is `peak` (RMS; 0: none yet)
+    gets: target / peak, never below 1, at most `max_gain` (all linear)."""
+    peak = np.asarray(peak, dtype=np.float64)
+    return np.where(peak > 0, np.clip(target / np.maximum(peak, 1e-12), 1.0, max_gain), 1.0)
+
+
 class SessionLevel:
     """The session's loudest speech frame so far (RMS, full scale = 1; 0 before any), its
     quietest frame (the noise floor) and how many voiced frames its last frames ended with."""
@@ -49,6 +56,11 @@ class SessionLevel:
         self.peak = 0.0
         self.floor = np.inf
         self.run = 0
+
+    def gain_db(self, target_dbfs: float, max_gain_db: float) -> float:
+        """How far the session's voice is raised now, dB (0 at a normal level)."""
+        gain = session_gain(self.peak, 10 ** (target_dbfs / 20), 10 ** (max_gain_db / 20))
+        return float(20 * np.log10(gain))
 
 
 class LevelControl:
@@ -66,7 +78,7 @@ class LevelControl:
         """Add samples; returns the gained samples final so far."""
         self.x.append(samples)
         self.n_in += len(samples)
-        return self._run((self.x.end - _AFTER) // HOP + 1, self.next * HOP + 10**18)
+        return self._run((self.x.end - _AFTER) // HOP + 1)
 
     def flush(self) -> np.ndarray:
         """End the stream: the rest, as long as what was fed."""
@@ -84,13 +96,12 @@ class LevelControl:
         speech = (run >= SPEECH_RUN) & (rms >= floors * 10 ** (SPEECH_ABOVE_FLOOR_DB / 20))
         peaks = np.maximum.accumulate(np.concatenate([[s.peak], np.where(speech, rms, 0.0)]))[1:]
         s.peak, s.floor, s.run = float(peaks[-1]), float(floors[-1]), int(run[-1])
-        gain = np.where(
-            peaks > 0, np.clip(self.target / np.maximum(peaks, 1e-12), 1.0, self.max_gain), 1.0
-        )
+        gain = session_gain(peaks, self.target, self.max_gain)
         return np.maximum(1.0, np.minimum(gain, self.target / np.maximum(rms, 1e-12)))
 
-    def _run(self, stop: int, upto: int) -> np.ndarray:
-        """Frames [next, stop): their samples times their gain, cut at sample `upto`."""
+    def _run(self, stop: int, upto: int | None = None) -> np.ndarray:
+        """Frames [next, stop): their samples times their gain, cut at sample `upto`
+        (None: not cut)."""
         k = np.arange(self.next, stop)
         if not len(k):
             return np.zeros(0)
@@ -99,7 +110,8 @@ class LevelControl:
         gain = self.gains(seg[idx])
         body = self.x.get(int(k[0]) * HOP, min(int(k[-1] + 1) * HOP, self.x.end))
         out = body * np.repeat(gain, HOP)[: len(body)]
-        out = out[: max(0, upto - int(k[0]) * HOP)]
+        if upto is not None:
+            out = out[: max(0, upto - int(k[0]) * HOP)]
         self.next = int(k[-1]) + 1
         self.x.trim(self.next * HOP - _BEFORE)
         return out

@@ -315,7 +315,7 @@ class SpeakerPitch:
         # McAdams' windowed 20 ms frames): silence is judged relative to these
         self.peak_f0 = 0.0
         self.peak_mcadams = 0.0
-        # the loudest voiced output frame, which the output level control reads
+        # the loudest speech frame of the output and its noise floor (the output level control's)
         self.level = SessionLevel()
         # the speaker's long-term spectrum, when it is equalised too
         self.ltas = (
