@@ -80,9 +80,8 @@ def cached_copies(actor: int, train_copies: int) -> range:
 
 def room_impulse_response(rng: np.random.Generator, rt60: float | None = None) -> np.ndarray:
     """Synthetic room impulse response: direct path + exponentially decaying noise tail
-    (reverberation time `rt60` seconds, drawn from 0.15-1.2 when not given: a furnished room
-    to a bare hall)."""
-    rt60 = rng.uniform(0.15, 1.2) if rt60 is None else rt60
+    (reverberation time `rt60` seconds, drawn from 0.15-0.8 when not given)."""
+    rt60 = rng.uniform(0.15, 0.8) if rt60 is None else rt60
     n = int(SR * rt60)
     t = np.arange(n) / SR
     tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
