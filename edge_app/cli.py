@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from edge_app import __version__
-from edge_app.logs import filter_native_stderr
 from edge_app.errors import EXIT_INPUT, EXIT_OK, DeemoError, UsageError
+from edge_app.logs import filter_native_stderr
 
 log = logging.getLogger("deemo_edge")
 
@@ -385,8 +385,8 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from edge_app.config import load_config
     from edge_app.answer import live_answer_hook
+    from edge_app.config import load_config
     from edge_app.live import LiveSession, stop_on_signals
     from edge_app.sinks import close_all, open_sinks
 
@@ -465,8 +465,8 @@ class _ServeHealth:
 
 def _serve(args: argparse.Namespace, health: _ServeHealth) -> int:
     from edge_app import service
-    from edge_app.config import load_config
     from edge_app.answer import live_answer_hook
+    from edge_app.config import load_config
     from edge_app.live import LiveSession, stop_on_signals
     from edge_app.sinks import close_all, open_sinks
 
