@@ -37,7 +37,7 @@ def test_matches_nara_wpe_on_the_same_spectrogram(room: tuple) -> None:
     ref = nara.wpe(spec[:, None, :].astype(np.complex128), taps=o.taps, delay=o.delay,
                    iterations=o.iterations, statistics_mode="full")[:, 0, :]
     # the weighted covariance is badly conditioned (weights span ten decades), so two correct
-    # solvers agree to a few per cent, far closer than either is to the input
+    # solvers differ by some 4 % of the signal, about a quarter of what WPE removes
     removed = np.linalg.norm(ref - spec)
     assert removed / np.linalg.norm(spec) > 0.1  # the room was there to remove
     assert np.linalg.norm(ours - ref) < 0.4 * removed

@@ -68,7 +68,7 @@ class EncoderOptions:
     # window on one core (README "Whisper encoder states"); False: the encoders alone
     whisper_states: bool = True
     # experimental: WPE dereverberation of the de-identified audio before both audio encoders
-    # (edge_app/encoders/dereverb.py, about 0.05 x real time on one core). Off: the shipped
+    # (edge_app/encoders/dereverb.py, about 0.03 x real time on one core). Off: the shipped
     # models were trained without it, and at inference only it made no measurable difference
     # on the test speakers, reverberant room included (benchmarks/results/dereverb.md)
     dereverb: bool = False
