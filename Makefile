@@ -16,8 +16,8 @@ PIP_FLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WH
 demo: install
 	@mkdir -p $(OUT)
 	$(BIN)/deemo-edge file samples/sample.mp4 --json $(OUT)/sample.json \
-		--save-anonymized $(OUT)/sample.anon.mp4 --seed 0
-	@echo "results: $(OUT)/sample.json   anonymised copy: $(OUT)/sample.anon.mp4"
+		--save-anonymized $(OUT)/sample.anon.mp4 --plot $(OUT)/sample.timeline.png --seed 0
+	@echo "results: $(OUT)/sample.json   anonymised copy: $(OUT)/sample.anon.mp4   timeline: $(OUT)/sample.timeline.png"
 
 install: $(STAMP)
 

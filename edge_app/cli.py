@@ -89,6 +89,10 @@ def _add_file_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-anonymized", metavar="OUT", default=None,
                    help="write the de-identified copy: one input: this file (.mp4 for video, "
                    ".wav for audio-only); several: a folder, as <stem>.anon.<ext>")
+    p.add_argument("--plot", metavar="OUT", default=None,
+                   help="draw each result as a timeline PNG (answer per window, each head, body "
+                   "events, voice loudness and pitch): one input: this file; several: a folder, "
+                   "as <stem>.timeline.png; needs matplotlib (the `plot` extra) [default: no plot]")
     p.add_argument("--config", metavar="TOML", default=None,
                    help="configuration file (see `deemo-edge config`); flags override it")
     p.add_argument("--window", type=float, default=None, metavar="SEC",
@@ -193,6 +197,20 @@ def anonymized_target(out: str, path: str, several: bool, has_video: bool) -> st
     return out if given.lower() == ext else root + ext
 
 
+def plot_target(out: str, path: str, several: bool) -> str:
+    """Where the timeline picture of `path` goes."""
+    if several:
+        return os.path.join(out, os.path.splitext(os.path.basename(path))[0] + ".timeline.png")
+    return out if out.lower().endswith(".png") else os.path.splitext(out)[0] + ".png"
+
+
+def _output_folder(flag: str, folder: str) -> None:
+    """With several inputs, --save-anonymized and --plot name folders."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{flag} {folder}: with several inputs this must be a folder")
+    os.makedirs(folder, exist_ok=True)
+
+
 def run_file(args: argparse.Namespace) -> int:
     from edge_app.config import load_config
     from edge_app.deid.files import probe_media
@@ -201,11 +219,13 @@ def run_file(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
     paths = expand_inputs(args.inputs)
     several = len(paths) > 1
-    if several and args.save_anonymized:
-        if os.path.exists(args.save_anonymized) and not os.path.isdir(args.save_anonymized):
-            raise UsageError(f"--save-anonymized {args.save_anonymized}: with several inputs "
-                             "this must be a folder")
-        os.makedirs(args.save_anonymized, exist_ok=True)
+    for flag, folder in (("--save-anonymized", args.save_anonymized), ("--plot", args.plot)):
+        if several and folder:
+            _output_folder(flag, folder)
+    if args.plot:
+        from edge_app.sinks.timeline import check_plotting
+
+        check_plotting()  # a missing matplotlib is a usage error before any work, not after
     failures = 0
     with _ResultWriter(args.json, several, args.format) as out, Analyzer(config) as analyzer:
         for path in paths:
@@ -218,7 +238,12 @@ def run_file(args: argparse.Namespace) -> int:
                 result = analyzer.analyse(path, target, progress=not args.quiet)
                 for warning in result.warnings:
                     log.warning("%s: %s", path, warning)
-                out.write(result.to_dict())
+                record = result.to_dict()
+                if args.plot:
+                    from edge_app.sinks.timeline import plot_timeline
+
+                    plot_timeline(record, plot_target(args.plot, path, several))
+                out.write(record)
             except DeemoError as err:
                 failures += 1
                 _report_failure(out, path, str(err), several)

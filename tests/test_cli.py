@@ -33,14 +33,26 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, fragment
 def test_help_documents_every_flag_and_default():
     text = build_parser()._subparsers._group_actions[0].choices["file"].format_help()
     for flag in ("--json", "--save-anonymized", "--window", "--hop", "--mask", "--quiet",
-                 "--config", "--seed", "--pose-fps", "--face-backend"):
+                 "--config", "--seed", "--pose-fps", "--face-backend", "--plot", "--dereverb"):
         assert flag in text
     assert "exit codes" in text and "default" in text
 
 
+def label_colour_pixels(png: Path, label: str) -> int:
+    """Pixels of a timeline picture drawn in `label`'s colour (the stacked answer bars)."""
+    import cv2
+
+    from edge_app.sinks.timeline import LABEL_COLOURS
+
+    image = cv2.imread(str(png))
+    assert image is not None, f"{png} is not a readable image"
+    rgb = [int(LABEL_COLOURS[label][i : i + 2], 16) for i in (1, 3, 5)]
+    return int((abs(image.astype(int) - rgb[::-1]).max(axis=2) <= 2).sum())
+
+
 def test_sample_clip_end_to_end(sample_clip, tmp_path):
-    out_json, out_video = tmp_path / "r.json", tmp_path / "anon.mp4"
-    proc = run("file", str(sample_clip), "--json", str(out_json),
+    out_json, out_video, plot = tmp_path / "r.json", tmp_path / "anon.mp4", tmp_path / "t.png"
+    proc = run("file", str(sample_clip), "--json", str(out_json), "--plot", str(plot),
                "--save-anonymized", str(out_video), "--seed", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out_json.read_text())
@@ -62,6 +74,8 @@ def test_sample_clip_end_to_end(sample_clip, tmp_path):
     assert n_out == n_in
     assert abs(dur_out - dur_in) < 0.1
     assert has_audio
+    # the timeline picture shows the answer: the overall label's colour fills a window's bar
+    assert label_colour_pixels(plot, result["label"]) > 5000
 
 
 @pytest.mark.parametrize(
@@ -109,7 +123,8 @@ def test_several_inputs_jsonl_in_order_with_error_line(sample_clip, angry_flac, 
     out = tmp_path / "all.jsonl"
     anon = tmp_path / "anon"
     proc = run("file", str(angry_flac), str(tmp_path / "nope.wav"), str(sample_clip),
-               "--json", str(out), "--save-anonymized", str(anon), "--quiet", "--seed", "3")
+               "--json", str(out), "--save-anonymized", str(anon), "--quiet", "--seed", "3",
+               "--plot", str(tmp_path / "plots"))
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -118,6 +133,10 @@ def test_several_inputs_jsonl_in_order_with_error_line(sample_clip, angry_flac, 
     assert "error" in lines[1] and "error" not in lines[0] and "error" not in lines[2]
     assert (anon / f"{angry_flac.stem}.anon.wav").exists()
     assert (anon / "sample.anon.mp4").exists()
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == sorted([f"{angry_flac.stem}.timeline.png", "sample.timeline.png"])
+    # an audio-only clip is still drawn (no body events), in its answer's colour
+    assert label_colour_pixels(tmp_path / "plots" / f"{angry_flac.stem}.timeline.png", lines[0]["label"]) > 5000
 
 
 def test_audio_only_input(angry_flac, tmp_path):

@@ -1,0 +1,156 @@
+"""A file's analysis as one picture: emotion over time, and the cues that led to it.
+
+Drawn from the result record alone (what `deemo-edge file` writes as JSON), never from media:
+the same privacy boundary as every other sink.
+
+    plot_timeline(result.to_dict(), "clip.timeline.png")
+
+Panels, sharing the time axis:
+1. the answer's probability per label in each window (stacked), the window's label on top;
+2. the voice and body heads' own answers (each head's top label and its probability);
+3. body-language events (self-touch, self-protection, posture, hand activity) as bars;
+4. voice loudness (mean dB) and pitch variability (semitones) per window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edge_app.errors import UsageError
+from edge_app.records import LABELS
+
+# one colour per label, fixed so plots of different files compare at a glance
+LABEL_COLOURS = {
+    "neutral": "#9e9e9e", "calm": "#80cbc4", "happy": "#ffd54f", "sad": "#5c6bc0",
+    "angry": "#e53935", "fearful": "#8e24aa", "disgust": "#7cb342", "surprised": "#fb8c00",
+}  # fmt: skip
+CATEGORY_COLOURS = {
+    "self_manipulation": "#ef6c00", "self_protection": "#6a1b9a", "posture": "#1565c0",
+    "hand_activity": "#2e7d32",
+}  # fmt: skip
+
+
+def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
+    """Write the timeline of one analysed file as PNG; returns the path."""
+    plt = _pyplot()
+    windows = result.get("windows") or []
+    events = [e for w in windows for e in ((w.get("cues") or {}).get("body") or {}).get("events", [])]
+    names = sorted({e["name"] for e in events})
+    fig, axes = plt.subplots(4, 1, figsize=(10, 7.5), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.4, max(1.0, 0.35 * len(names)), 1.4]})
+    _answer_panel(axes[0], windows)
+    _heads_panel(axes[1], windows)
+    _events_panel(axes[2], _unique(events), names)
+    _prosody_panel(axes[3], windows)
+    axes[3].set_xlim(0, max(float(result.get("duration_s") or 0), max((w["end"] for w in windows), default=1.0)))
+    axes[3].set_xlabel("time (s)")
+    label = result.get("label")
+    title = Path(str(result.get("input", ""))).name + (f": {label}" if label else ": cues only")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _answer_panel(ax: Any, windows: list[dict]) -> None:
+    scored = [w for w in windows if w.get("scores")]
+    bottoms = {id(w): 0.0 for w in scored}
+    for label in LABELS:
+        for w in scored:
+            p = float(w["scores"].get(label, 0.0))
+            ax.bar(w["start"], p, width=w["end"] - w["start"], bottom=bottoms[id(w)], align="edge",
+                   color=LABEL_COLOURS[label], edgecolor="white", linewidth=0.5)
+            bottoms[id(w)] += p
+    for w in scored:
+        ax.text((w["start"] + w["end"]) / 2, 1.02, w.get("label", ""), ha="center", va="bottom", fontsize=8)
+    handles = [_patch(LABEL_COLOURS[k], k) for k in LABELS]
+    ax.legend(handles=handles, ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04), frameon=False)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("answer")
+    if not scored:
+        ax.text(0.5, 0.5, "no labels (--cues-only)", transform=ax.transAxes, ha="center", color="grey")
+
+
+def _heads_panel(ax: Any, windows: list[dict]) -> None:
+    """Each head's own answer per window: a lane per head, coloured by its top label,
+    stronger the more confident it is."""
+    for row, head in enumerate(("voice", "body")):
+        for w in windows:
+            probs = ((w.get("heads") or {}).get(head) or {}).get("probs") or {}
+            if not probs:
+                continue
+            top = max(probs, key=probs.get)
+            ax.broken_barh([(w["start"], w["end"] - w["start"])], (row - 0.35, 0.7),
+                           color=LABEL_COLOURS.get(top, "#546e7a"), alpha=0.25 + 0.75 * float(probs[top]),
+                           edgecolor="white")
+            ax.text((w["start"] + w["end"]) / 2, row, f"{top} {probs[top]:.2f}", ha="center",
+                    va="center", fontsize=7)
+    ax.set_yticks([0, 1], ["voice head", "body head"], fontsize=7)
+    ax.set_ylim(-0.6, 1.6)
+
+
+def _events_panel(ax: Any, events: list[dict], names: list[str]) -> None:
+    for row, name in enumerate(names):
+        spans = [(e["start"], e["end"] - e["start"]) for e in events if e["name"] == name]
+        colour = CATEGORY_COLOURS.get(next(e["category"] for e in events if e["name"] == name), "#546e7a")
+        ax.broken_barh(spans, (row - 0.35, 0.7), color=colour)
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=7)
+    ax.set_ylim(-0.6, max(len(names), 1) - 0.4)
+    ax.set_ylabel("body", fontsize=8)
+    if not names:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no body-language events (nobody in frame, or audio only)",
+                transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=8)
+
+
+def _prosody_panel(ax: Any, windows: list[dict]) -> None:
+    rows = [(w["start"], w["end"], (w.get("cues") or {}).get("prosody") or {}) for w in windows]
+    rows = [(s, e, p) for s, e, p in rows if p.get("voiced_ratio", 0) > 0]
+    if not rows:
+        ax.text(0.5, 0.5, "no voiced speech", transform=ax.transAxes, ha="center", va="center",
+                color="grey", fontsize=8)
+        ax.set_yticks([])
+        return
+    for s, e, p in rows:
+        ax.hlines(p["energy_db_mean"], s, e, color="#37474f", linewidth=2)
+    ax.set_ylabel("loudness\n(dB)", fontsize=8)
+    twin = ax.twinx()
+    for s, e, p in rows:
+        twin.hlines(p["f0_std_st"], s, e, color="#00897b", linewidth=2, linestyles="dotted")
+    twin.set_ylabel("pitch var.\n(st)", fontsize=8, color="#00897b")
+
+
+def _unique(events: list[dict]) -> list[dict]:
+    """Overlapping windows report the same event twice; keep one."""
+    seen, out = set(), []
+    for e in events:
+        key = (e["name"], round(e["start"], 2), round(e["end"], 2))
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def check_plotting() -> None:
+    """UsageError now if plots cannot be drawn (matplotlib missing)."""
+    _pyplot()
+
+
+def _patch(colour: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(color=colour, label=label)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'deemo-edge[plot]'") from None
+    matplotlib.use("Agg")  # files only; a device has no display
+    import matplotlib.pyplot as plt
+
+    return plt

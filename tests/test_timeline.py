@@ -1,0 +1,70 @@
+"""The timeline picture (`deemo-edge file --plot`) from real results: the sample clip is analysed
+once; the end-to-end runs in test_cli.py cover the flag itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_app.errors import UsageError
+from edge_app.sinks import timeline
+
+
+@pytest.fixture(scope="module")
+def sample_result(sample_clip: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "edge_app.cli", "file", str(sample_clip), "--seed", "0",
+                           "--quiet", "--cues-only"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def read_png(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path))
+    assert image is not None
+    return image
+
+
+def test_cues_only_result_draws_the_body_events(sample_result: dict, tmp_path: Path) -> None:
+    assert "label" not in sample_result  # --cues-only: no answer to draw, cues still are
+    events = [e for w in sample_result["windows"] for e in w["cues"]["body"].get("events", [])]
+    assert events, "the sample shows a person whose body cues are measured"
+    out = timeline.plot_timeline(sample_result, tmp_path / "t.png")
+    image = read_png(out)
+    assert colour_pixels(image, timeline.CATEGORY_COLOURS[events[0]["category"]]) > 200
+
+
+def colour_pixels(image: np.ndarray, colour: str) -> int:
+    bgr = [int(colour[i : i + 2], 16) for i in (5, 3, 1)]
+    return int((abs(image.astype(int) - bgr).max(axis=2) <= 2).sum())
+
+
+def test_every_event_kind_gets_its_own_row(sample_result: dict, tmp_path: Path) -> None:
+    crowded = copy.deepcopy(sample_result)
+    body = crowded["windows"][0]["cues"]["body"]
+    body["events"] = body.get("events", []) + [
+        {"name": f"cue_{i}", "category": "self_manipulation", "start": 0.1 * i, "end": 0.1 * i + 0.5,
+         "confidence": 0.9} for i in range(12)]  # fmt: skip
+    a = read_png(timeline.plot_timeline(sample_result, tmp_path / "a.png"))
+    b = read_png(timeline.plot_timeline(crowded, tmp_path / "b.png"))
+    assert a.shape == b.shape  # same canvas: the body panel grows inside it
+    self_touch = timeline.CATEGORY_COLOURS["self_manipulation"]
+    assert colour_pixels(b, self_touch) > colour_pixels(a, self_touch) + 12 * 50
+
+
+def test_duplicate_events_from_overlapping_windows_are_drawn_once() -> None:
+    e = {"name": "arms_crossed", "category": "self_protection", "start": 1.0, "end": 2.5}
+    assert timeline._unique([e, dict(e), {**e, "start": 3.0}]) == [e, {**e, "start": 3.0}]
+
+
+def test_missing_matplotlib_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now raises ImportError
+    with pytest.raises(UsageError, match="needs matplotlib"):
+        timeline.check_plotting()
