@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file_command(sub)
     _add_live_command(sub)
     _add_serve_command(sub)
+    _add_plot_command(sub)
     cfg = sub.add_parser(
         "config",
         help="print the configuration (defaults, or a file merged over them) as TOML",
@@ -70,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg.add_argument("--config", metavar="TOML", help="config file to merge over the defaults")
     return parser
+
+
+def _add_plot_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw saved results as timeline pictures (file JSON / JSON Lines, live JSON Lines)",
+        description="Draw saved results as timeline PNGs, as `file --plot` does: a `file` result "
+        "(JSON), several (JSON Lines; error lines are skipped) or a `live`/`serve` run's JSON "
+        "Lines (one line per window, drawn as one timeline).",
+        formatter_class=_Formatter,
+        epilog=EPILOG,
+    )
+    p.add_argument("results", metavar="RESULTS", help="a .json or .jsonl written by file, live or serve")
+    p.add_argument("-o", "--out", metavar="OUT", default=None,
+                   help="one timeline: this PNG; several: a folder, as <input stem>.timeline.png "
+                   "[default: RESULTS without its suffix + .timeline.png, or its folder]")
+    p.add_argument("--log-level", default="warning",
+                   choices=("debug", "info", "warning", "error"), help="stderr log level")
 
 
 def _add_file_command(sub: argparse._SubParsersAction) -> None:
@@ -204,6 +223,13 @@ def plot_target(out: str, path: str, several: bool) -> str:
     return out if out.lower().endswith(".png") else os.path.splitext(out)[0] + ".png"
 
 
+def _output_parent(flag: str, path: str) -> None:
+    """An output file's folder must exist: checked before any work, which would be lost."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: folder {parent} does not exist")
+
+
 def _output_folder(flag: str, folder: str) -> None:
     """With several inputs, --save-anonymized and --plot name folders."""
     if os.path.exists(folder) and not os.path.isdir(folder):
@@ -219,9 +245,13 @@ def run_file(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
     paths = expand_inputs(args.inputs)
     several = len(paths) > 1
-    for flag, folder in (("--save-anonymized", args.save_anonymized), ("--plot", args.plot)):
-        if several and folder:
-            _output_folder(flag, folder)
+    for flag, out in (("--save-anonymized", args.save_anonymized), ("--plot", args.plot)):
+        if out and several:
+            _output_folder(flag, out)
+        elif out:
+            _output_parent(flag, out)
+    if args.json:
+        _output_parent("--json", args.json)
     if args.plot:
         from edge_app.sinks.timeline import check_plotting
 
@@ -563,7 +593,27 @@ def _setup_logging(level: str, quiet: bool) -> None:
         filter_native_stderr()
 
 
-COMMANDS = {"file": run_file, "config": run_config, "live": run_live, "serve": run_serve}
+def run_plot(args: argparse.Namespace) -> int:
+    from edge_app.sinks.timeline import check_plotting, plot_timeline, read_results
+
+    check_plotting()
+    results = read_results(args.results)
+    stem = os.path.splitext(args.results)[0]
+    if len(results) == 1:
+        target = plot_target(args.out or stem + ".timeline.png", args.results, False)
+        _output_parent("--out", target)
+        written = [plot_timeline(results[0], target)]
+    else:
+        folder = args.out or os.path.dirname(args.results) or "."
+        _output_folder("--out", folder)
+        written = [plot_timeline(r, plot_target(folder, str(r.get("input", f"result{i}")), True))
+                   for i, r in enumerate(results)]
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+COMMANDS = {"file": run_file, "config": run_config, "live": run_live, "serve": run_serve, "plot": run_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

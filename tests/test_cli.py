@@ -105,6 +105,12 @@ def test_wrong_model_file_is_the_only_line_on_stderr(sample_clip, tmp_path, cont
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
+@pytest.mark.parametrize("flag", ["--json", "--plot", "--save-anonymized"])
+def test_missing_output_folder_is_a_usage_error_before_any_work(sample_clip, tmp_path, flag):
+    proc = run("file", str(sample_clip), flag, str(tmp_path / "nope" / "out.x"), "--quiet")
+    assert_one_line_error(proc, 2, f"folder {tmp_path / 'nope'} does not exist")
+
+
 def test_truncated_file_keeps_what_decodes(sample_clip, tmp_path):
     data = sample_clip.read_bytes()
     cut = tmp_path / "cut.mp4"

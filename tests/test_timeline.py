@@ -68,3 +68,40 @@ def test_missing_matplotlib_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now raises ImportError
     with pytest.raises(UsageError, match="needs matplotlib"):
         timeline.check_plotting()
+
+
+def plot_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_app.cli", "plot", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_plot_command_reads_file_results_and_live_window_lines(sample_result: dict, tmp_path: Path) -> None:
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(sample_result, indent=1))
+    live = tmp_path / "live.jsonl"  # what `live --json-lines` writes: one window per line
+    live.write_text("".join(json.dumps(w) + "\n" for w in sample_result["windows"]))
+    many = tmp_path / "many.jsonl"  # `file` with several inputs, one of which failed
+    many.write_text("\n".join(json.dumps(r) for r in (
+        sample_result, {"input": "gone.mp4", "error": "gone.mp4: no such file"},
+        {**sample_result, "input": "elsewhere/second.wav"})) + "\n")  # fmt: skip
+    proc = plot_cli(str(one))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "one.timeline.png")]
+    assert plot_cli(str(live), "-o", str(tmp_path / "live.png")).returncode == 0
+    proc = plot_cli(str(many), "-o", str(tmp_path / "plots"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["sample.timeline.png", "second.timeline.png"]
+    for png in (tmp_path / "one.timeline.png", tmp_path / "live.png", tmp_path / "plots" / "second.timeline.png"):
+        assert read_png(png).shape[0] > 500
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "no such file"), ('{"input": "x", "windows": [', "line 1: not JSON"),
+    ('{"input": "x"}\n', "no deemo-edge results"), ("[1, 2]", "expected JSON objects")])  # fmt: skip
+def test_plot_command_bad_input_is_one_line_error(tmp_path: Path, content: str | None, fragment: str) -> None:
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    proc = plot_cli(str(path))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and fragment in proc.stderr

@@ -14,10 +14,11 @@ Panels, sharing the time axis:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from edge_app.errors import UsageError
+from edge_app.errors import InputError, UsageError
 from edge_app.records import LABELS
 
 # one colour per label, fixed so plots of different files compare at a glance
@@ -43,7 +44,8 @@ def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
     _heads_panel(axes[1], windows)
     _events_panel(axes[2], _unique(events), names)
     _prosody_panel(axes[3], windows)
-    axes[3].set_xlim(0, max(float(result.get("duration_s") or 0), max((w["end"] for w in windows), default=1.0)))
+    start = min((w["start"] for w in windows), default=0.0)  # a live run's lines may start late
+    axes[3].set_xlim(start, max(float(result.get("duration_s") or 0), max((w["end"] for w in windows), default=1.0)))
     axes[3].set_xlabel("time (s)")
     label = result.get("label")
     title = Path(str(result.get("input", ""))).name + (f": {label}" if label else ": cues only")
@@ -132,6 +134,37 @@ def _unique(events: list[dict]) -> list[dict]:
             seen.add(key)
             out.append(e)
     return out
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The results in a saved file, each as `plot_timeline` takes it: a `file` result (JSON
+    object), several (JSON Lines; lines with an `error` key are skipped), or a live run's JSON
+    Lines (one window per line), gathered into one result. InputError if unreadable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read ({err})") from None
+    try:
+        records = [json.loads(text)]  # one JSON document (a `file` result)
+    except json.JSONDecodeError:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                records += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {number}: not JSON ({err.msg})") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise InputError(f"{path}: expected JSON objects (results written by deemo-edge)")
+    results = [r for r in records if "windows" in r]
+    windows = [r for r in records if "start" in r and "end" in r]
+    if windows:  # a live run: its windows make one timeline
+        results.append({"input": path.name, "duration_s": max(w["end"] for w in windows), "windows": windows})
+    if not results:
+        raise InputError(f"{path}: no deemo-edge results in it (neither `windows` nor window lines)")
+    return results
 
 
 def check_plotting() -> None:
