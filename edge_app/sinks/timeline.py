@@ -48,7 +48,9 @@ def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
     axes[3].set_xlim(start, max(float(result.get("duration_s") or 0), max((w["end"] for w in windows), default=1.0)))
     axes[3].set_xlabel("time (s)")
     label = result.get("label")
-    title = Path(str(result.get("input", ""))).name + (f": {label}" if label else ": cues only")
+    if not label:  # a live run has no overall label, only its windows'
+        label = f"{len(windows)} windows" if any(w.get("label") for w in windows) else "cues only"
+    title = f"{Path(str(result.get('input', ''))).name}: {label}"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     out = Path(path)
