@@ -63,26 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_live_command(sub)
     _add_serve_command(sub)
     _add_plot_command(sub)
-    cfg = sub.add_parser(
-        "config",
-        help="print the configuration (defaults, or a file merged over them) as TOML",
-        formatter_class=_Formatter,
-        epilog=EPILOG,
-    )
+    cfg = _command(sub, "config", "print the configuration (defaults, or a file merged over them) as TOML")
     cfg.add_argument("--config", metavar="TOML", help="config file to merge over the defaults")
     return parser
 
 
+def _command(sub: argparse._SubParsersAction, name: str, summary: str, description: str | None = None,
+             epilog: str = EPILOG) -> argparse.ArgumentParser:
+    """One subcommand, formatted like the others (defaults shown, exit codes in the epilog)."""
+    return sub.add_parser(name, help=summary, description=description, formatter_class=_Formatter,
+                          epilog=epilog)
+
+
 def _add_plot_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="draw saved results as timeline pictures (file JSON / JSON Lines, live JSON Lines)",
-        description="Draw saved results as timeline PNGs, as `file --plot` does: a `file` result "
-        "(JSON), several (JSON Lines; error lines are skipped) or a `live`/`serve` run's JSON "
-        "Lines (one line per window, drawn as one timeline).",
-        formatter_class=_Formatter,
-        epilog=EPILOG,
-    )
+    p = _command(sub, "plot", "draw saved results as timeline pictures (file JSON / JSON Lines, live JSON Lines)",
+                 "Draw saved results as timeline PNGs, as `file --plot` does: a `file` result "
+                 "(JSON), several (JSON Lines; error lines are skipped) or a `live`/`serve` run's JSON "
+                 "Lines (one line per window, drawn as one timeline).")
     p.add_argument("results", metavar="RESULTS", help="a .json or .jsonl written by file, live or serve")
     p.add_argument("-o", "--out", metavar="OUT", default=None,
                    help="one timeline: this PNG; several: a folder, as <input stem>.timeline.png "
@@ -92,14 +89,9 @@ def _add_plot_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_file_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "file",
-        help="analyse video/audio files; JSON out; optional anonymised copy",
-        description="De-identify and analyse media files. Faces are masked in every frame and "
-        "the voice is anonymised before any analysis; JSON results go to stdout or --json.",
-        formatter_class=_Formatter,
-        epilog=EPILOG,
-    )
+    p = _command(sub, "file", "analyse video/audio files; JSON out; optional anonymised copy",
+                 "De-identify and analyse media files. Faces are masked in every frame and "
+                 "the voice is anonymised before any analysis; JSON results go to stdout or --json.")
     p.add_argument("inputs", nargs="+", metavar="PATH",
                    help="media files, folders (their media files) or glob patterns")
     p.add_argument("--json", metavar="OUT", default=None,
@@ -358,14 +350,10 @@ exit codes:
 
 
 def _add_live_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "live",
-        help="analyse a camera and microphone live; one JSON line per window",
-        description="Capture from a camera and a microphone, de-identify every frame and the "
-        "voice right after capture, and publish identity-free cues per sliding window.",
-        formatter_class=_Formatter,
-        epilog=LIVE_EPILOG,
-    )
+    p = _command(sub, "live", "analyse a camera and microphone live; one JSON line per window",
+                 "Capture from a camera and a microphone, de-identify every frame and the "
+                 "voice right after capture, and publish identity-free cues per sliding window.",
+                 epilog=LIVE_EPILOG)
     p.add_argument("--camera", default=None, metavar="SPEC",
                    help="camera index, device path, stream URL, video file or none "
                    "[config live.camera: 0]")
@@ -404,15 +392,11 @@ def _add_live_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="long-running service (systemd): live analysis as configured",
-        description="Run the live loop as configured ([live] sources, [output] sinks) under "
-        "systemd: READY after devices and models are open, watchdog pings while windows "
-        "are published, STATUS lines, STOPPING on SIGTERM. Works the same in a terminal.",
-        formatter_class=_Formatter,
-        epilog=LIVE_EPILOG,
-    )
+    p = _command(sub, "serve", "long-running service (systemd): live analysis as configured",
+                 "Run the live loop as configured ([live] sources, [output] sinks) under "
+                 "systemd: READY after devices and models are open, watchdog pings while windows "
+                 "are published, STATUS lines, STOPPING on SIGTERM. Works the same in a terminal.",
+                 epilog=LIVE_EPILOG)
     p.add_argument("--config", metavar="TOML", default="/etc/deemo-edge/config.toml",
                    help="configuration file; bad keys or values stop the start (exit 2)")
     p.add_argument("--log-level", default="info",
