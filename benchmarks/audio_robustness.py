@@ -98,16 +98,6 @@ def telephone_band(x: np.ndarray) -> np.ndarray:
     return resample_poly(resample_poly(y, 1, 2), 2, 1)[: len(x)]
 
 
-def babble(x: np.ndarray, rng: np.random.Generator, talkers: list[str]) -> np.ndarray:
-    """Four clips drawn from `talkers` (other speakers), each at a random offset, summed."""
-    noise = np.zeros(len(x))
-    for path in rng.choice(talkers, 4, replace=False):
-        t = audio_data.read_clip(path)
-        t = np.roll(np.pad(t, (0, max(0, len(x) - len(t))))[: len(x)], int(rng.integers(len(x))))
-        noise += t / (np.std(t) + 1e-9)
-    return add_noise(x, noise, 10)
-
-
 # the babble pools of one clip: (training actors' clips, the split's other actors' clips)
 Talkers = tuple[list[str], list[str]]
 # name -> (in the training augmentation?, degradation(x, rng, talkers)); new conditions go
@@ -123,14 +113,15 @@ CONDITIONS: dict[
         lambda x, rng, t: fftconvolve(x, audio_data.room_impulse_response(rng, 0.8))[: len(x)],
     ),
     "telephone band": (True, lambda x, rng, t: telephone_band(x)),
-    "babble 10 dB": (True, lambda x, rng, t: babble(x, rng, t[0])),
+    # four clips of other speakers at random offsets, 10 dB under the speech (as in training)
+    "babble 10 dB": (True, lambda x, rng, t: audio_data.babble(x, rng, t[0], 4, 10)),
     "mp3 32 kbit/s": (
         False,
         lambda x, rng, t: codec_round_trip(x, "libmp3lame", "mp3", SR, 32_000),
     ),
     "mu-law 8 kHz": (False, lambda x, rng, t: codec_round_trip(x, "pcm_mulaw", "wav", 8000)),
     "distant mic -30 dB": (False, lambda x, rng, t: x * 10 ** (-30 / 20)),
-    "babble 10 dB (unseen talkers)": (True, lambda x, rng, t: babble(x, rng, t[1])),
+    "babble 10 dB (unseen talkers)": (True, lambda x, rng, t: audio_data.babble(x, rng, t[1], 4, 10)),
 }
 
 _ENC = None

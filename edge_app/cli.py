@@ -198,21 +198,15 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def anonymized_target(out: str, path: str, several: bool, has_video: bool) -> str:
-    """Where the anonymised copy of `path` goes."""
-    ext = ".mp4" if has_video else ".wav"
+def output_target(out: str, path: str, several: bool, suffix: str) -> str:
+    """Where the output made from `path` goes (`suffix` e.g. "anon.mp4", "timeline.png"):
+    several inputs: `out` is a folder and the file is <stem>.<suffix>; one: `out` itself,
+    with the suffix's extension."""
     if several:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        return os.path.join(out, f"{stem}.anon{ext}")
+        return os.path.join(out, f"{os.path.splitext(os.path.basename(path))[0]}.{suffix}")
+    ext = os.path.splitext(suffix)[1]
     root, given = os.path.splitext(out)
     return out if given.lower() == ext else root + ext
-
-
-def plot_target(out: str, path: str, several: bool) -> str:
-    """Where the timeline picture of `path` goes."""
-    if several:
-        return os.path.join(out, os.path.splitext(os.path.basename(path))[0] + ".timeline.png")
-    return out if out.lower().endswith(".png") else os.path.splitext(out)[0] + ".png"
 
 
 def _output_parent(flag: str, path: str) -> None:
@@ -245,7 +239,7 @@ def run_file(args: argparse.Namespace) -> int:
     if args.json:
         _output_parent("--json", args.json)
     if args.plot:
-        from edge_app.sinks.timeline import check_plotting
+        from edge_app.sinks.timeline import check_plotting, plot_timeline
 
         check_plotting()  # a missing matplotlib is a usage error before any work, not after
     failures = 0
@@ -255,16 +249,14 @@ def run_file(args: argparse.Namespace) -> int:
                 target = None
                 if args.save_anonymized:
                     info = probe_media(path)
-                    target = anonymized_target(args.save_anonymized, path, several,
-                                               info.has_video)
+                    target = output_target(args.save_anonymized, path, several,
+                                           "anon.mp4" if info.has_video else "anon.wav")
                 result = analyzer.analyse(path, target, progress=not args.quiet)
                 for warning in result.warnings:
                     log.warning("%s: %s", path, warning)
                 record = result.to_dict()
                 if args.plot:
-                    from edge_app.sinks.timeline import plot_timeline
-
-                    plot_timeline(record, plot_target(args.plot, path, several))
+                    plot_timeline(record, output_target(args.plot, path, several, "timeline.png"))
                 out.write(record)
             except DeemoError as err:
                 failures += 1
@@ -584,13 +576,13 @@ def run_plot(args: argparse.Namespace) -> int:
     results = read_results(args.results)
     stem = os.path.splitext(args.results)[0]
     if len(results) == 1:
-        target = plot_target(args.out or stem + ".timeline.png", args.results, False)
+        target = output_target(args.out or stem + ".timeline.png", args.results, False, "timeline.png")
         _output_parent("--out", target)
         written = [plot_timeline(results[0], target)]
     else:
         folder = args.out or os.path.dirname(args.results) or "."
         _output_folder("--out", folder)
-        written = [plot_timeline(r, plot_target(folder, str(r.get("input", f"result{i}")), True))
+        written = [plot_timeline(r, output_target(folder, str(r.get("input", f"result{i}")), True, "timeline.png"))
                    for i, r in enumerate(results)]
     for path in written:
         print(path)

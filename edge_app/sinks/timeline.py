@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_app.errors import InputError, UsageError
 from edge_app.records import LABELS
 
@@ -61,13 +63,13 @@ def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
 
 def _answer_panel(ax: Any, windows: list[dict]) -> None:
     scored = [w for w in windows if w.get("scores")]
-    bottoms = {id(w): 0.0 for w in scored}
-    for label in LABELS:
-        for w in scored:
-            p = float(w["scores"].get(label, 0.0))
-            ax.bar(w["start"], p, width=w["end"] - w["start"], bottom=bottoms[id(w)], align="edge",
-                   color=LABEL_COLOURS[label], edgecolor="white", linewidth=0.5)
-            bottoms[id(w)] += p
+    starts = [w["start"] for w in scored]
+    widths = [w["end"] - w["start"] for w in scored]
+    probs = np.array([[float(w["scores"].get(label, 0.0)) for label in LABELS] for w in scored]).reshape(-1, len(LABELS))
+    bottoms = np.cumsum(probs, axis=1) - probs  # each label's bar stacks on the ones before it
+    for k, label in enumerate(LABELS):
+        ax.bar(starts, probs[:, k], width=widths, bottom=bottoms[:, k], align="edge",
+               color=LABEL_COLOURS[label], edgecolor="white", linewidth=0.5)
     for w in scored:
         ax.text((w["start"] + w["end"]) / 2, 1.02, w.get("label", ""), ha="center", va="bottom", fontsize=8)
     handles = [_patch(LABEL_COLOURS[k], k) for k in LABELS]
