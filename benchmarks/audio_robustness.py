@@ -126,21 +126,27 @@ CONDITIONS: dict[
 
 _ENC = None
 _DEID: dict = {}  # VoiceDeidOptions fields other than the defaults
+_DEREVERB = None  # DereverbOptions other than the runtime's (--dereverb-taps), applied here
 
 
-def _init(deid_options: dict | None = None, dereverb: bool = False) -> None:
-    global _ENC, _DEID
+def _init(deid_options: dict | None = None, dereverb_taps: int = 0) -> None:
+    global _ENC, _DEID, _DEREVERB
     from edge_app.encoders import AudioEncoder, EncoderOptions
+    from edge_app.encoders.dereverb import DereverbOptions
 
     _DEID = dict(deid_options or {})
+    options = DereverbOptions(taps=dereverb_taps) if dereverb_taps else None
+    runtime = options == DereverbOptions()  # the runtime's own setting: EncoderOptions.dereverb
+    _DEREVERB = None if runtime else options
     # every clip on its own: no voice session (a single clip never reaches the session head)
-    _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False, dereverb=dereverb))
+    _ENC = AudioEncoder(EncoderOptions(backend="cpu", voice_session=False, dereverb=runtime))
 
 
 def answer(args: tuple[str, int, Talkers, list[str]]) -> dict[str, list[list[float]]]:
     """One clip under every condition: (shipped, window encoder alone, states head alone) probabilities."""
     from dataclasses import replace
 
+    from edge_app.encoders.dereverb import dereverberate
     from edge_app.encoders.features import audio_features_and_levels
     from edge_app.encoders.runtime import fuse_states
 
@@ -159,10 +165,12 @@ def answer(args: tuple[str, int, Talkers, list[str]]) -> dict[str, list[list[flo
         ).astype(np.float32)
         audio = audio_data.deidentify(x, deid_seed, **_DEID)
         y = _ENC.encoder_input(audio)
+        if _DEREVERB is not None:
+            y = dereverberate(y, _DEREVERB)
         window = _ENC._run(audio_features_and_levels(y)[0])
         states_logp = _ENC.states_head.logp(y)
         shipped = replace(window, probs=fuse_states(window.probs, states_logp, _ENC.states_weight))
-        if name == "clean":  # the parts recombine into exactly what the runtime answers
+        if name == "clean" and _DEREVERB is None:  # the parts recombine into what the runtime answers
             assert np.allclose(shipped.probs, _ENC.encode(audio).probs, atol=1e-5)
         out[name] = [shipped.probs.tolist(), window.probs.tolist(), np.exp(states_logp).tolist()]
     return out
@@ -188,6 +196,8 @@ def main() -> None:
                     help="the de-identifier's output level control: a dBFS target or 'off' (default: its default)")
     ap.add_argument("--dereverb", action="store_true",
                     help="WPE dereverberation before the encoders (EncoderOptions.dereverb; default: off, as shipped)")
+    ap.add_argument("--dereverb-taps", type=int, default=30, metavar="N",
+                    help="with --dereverb: WPE prediction taps (default: %(default)s, the runtime's)")
     ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (default: %(default)s)")
     a = ap.parse_args()
     from tqdm import tqdm
@@ -207,11 +217,12 @@ def main() -> None:
     jobs = [(str(u.path), audio_data.clip_seed(0, u, 0),
              (trained, [str(v.path) for v in pool if v.actor != u.actor]), conditions) for u in test]
     t0 = time.time()
-    with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid, a.dereverb)) as ex:
+    with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(deid, a.dereverb_taps if a.dereverb else 0)) as ex:
         answers = list(tqdm(ex.map(answer, jobs), total=len(jobs), desc=f"{a.split} clips x conditions"))
     y = np.array([u.label for u in test])
     result = {"split": a.split, "n_clips": len(test), "seconds": round(time.time() - t0, 1),
-              "deid_options": deid, "dereverb": a.dereverb, "conditions": {}}  # fmt: skip
+              "deid_options": deid, "dereverb": a.dereverb,
+              "dereverb_taps": a.dereverb_taps if a.dereverb else None, "conditions": {}}  # fmt: skip
     for name, (in_training, _) in CONDITIONS.items():
         if name not in conditions:
             continue
@@ -230,7 +241,8 @@ def markdown(r: dict) -> str:
              "answered by the runtime's audio path. 8-class accuracy / macro-F1 (4-class accuracy). "
              "Measures; chooses nothing."
              + (f" De-identifier options: {r['deid_options']}." if r.get("deid_options") else "")
-             + (" WPE dereverberation before the encoders (`--dereverb`)." if r.get("dereverb") else "")), "",
+             + (f" WPE dereverberation before the encoders (`--dereverb`, {r.get('dereverb_taps') or 30} taps)."
+                if r.get("dereverb") else "")), "",
              "| condition | in training augmentation | " + " | ".join(MODELS) + " |",
              "|---|---|" + "---|" * len(MODELS)]  # fmt: skip
     for name, row in r["conditions"].items():

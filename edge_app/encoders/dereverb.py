@@ -78,8 +78,8 @@ def _wpe_block(spec: np.ndarray, o: DereverbOptions) -> np.ndarray:
         cov = weighted_h @ past  # (F, K, K), conjugate of sum_t x x^H / power
         cross = (weighted_h @ spec[:, :, None])[..., 0]  # conjugate of sum_t x y* / power
         # a trace of diagonal loading keeps silent inputs solvable; a first version with 1e-6
-        # (and one floor for all frequencies) dereverberated far less: validation reverb
-        # 49.2 % against nara_wpe's 54.2 % (benchmarks/results/dereverb.md)
+        # (and one floor for all frequencies) dereverberated far less on the validation
+        # speakers (benchmarks/results/dereverb.md)
         load = 1e-10 * np.trace(cov, axis1=1, axis2=2).real[:, None, None] + 1e-30
         # solving the conjugated system gives conj(filter), which is what the prediction needs
         filt_conj = np.linalg.solve(cov + load * np.eye(o.taps), cross[..., None])
