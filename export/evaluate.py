@@ -146,11 +146,12 @@ def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.nda
                             "runtime": ans.reasoning, "source": ans.reasoning_source})
         prior_weight = llm.prior_weight
     seconds = time.perf_counter() - t0
-    out = {"n": len(pick), "lora": lora, "seconds": round(seconds, 1), "prior_weight": prior_weight,
+    out = {"n": len(pick), "n_test": len(xs), "lora": lora, "seconds": round(seconds, 1), "prior_weight": prior_weight,
            "head_on_same_items": {"8class": scores(y[pick], head[pick]), "4class": scores(y[pick], head[pick], FOUR)}}
     for k, v in res.items():
         p = np.stack(v)
         out[k] = {"8class": scores(y[pick], p), "4class": scores(y[pick], p, FOUR)}
+    out["runtime_vs_head"] = paired_comparison(y[pick], head[pick], np.stack(res["llm_vectors+prior"]))
     # judge: generated reasoning (raw and as the runtime keeps it), template, shuffled cues
     shift = np.roll(np.arange(len(answers)), 1)  # item i gets item i-1's cues and label
     sets = {
@@ -167,6 +168,20 @@ def eval_llm(a: argparse.Namespace, entry: dict, xs: list[np.ndarray], y: np.nda
     return out
 
 
+def paired_comparison(y: np.ndarray, head: np.ndarray, answer: np.ndarray) -> dict:
+    """Items only the head gets right vs items only the runtime answer gets right (8-class
+    argmax), with the exact McNemar test's two-sided p-value: whether "the LLM answer is no
+    worse than the head" is a difference at all or the noise of a few items."""
+    from scipy.stats import binomtest
+
+    h, r = head.argmax(1) == y, answer.argmax(1) == y
+    only_head, only_answer = int((h & ~r).sum()), int((r & ~h).sum())
+    n = only_head + only_answer
+    p = binomtest(min(only_head, only_answer), n, 0.5).pvalue if n else 1.0
+    return {"only_head_right": only_head, "only_answer_right": only_answer, "both_right": int((h & r).sum()),
+            "mcnemar_p": round(float(p), 3)}
+
+
 JUDGE_ROWS = {
     "llm_raw": "LLM reasoning as generated (before the runtime's cue filter)",
     "llm_runtime": "runtime reasoning (filtered LLM text, else template)",
@@ -178,12 +193,18 @@ JUDGE_ROWS = {
 def llm_markdown(v: dict) -> list[str]:
     what = f"with LoRA adapter `{Path(v['lora']).name}`" if v.get("lora") else "base model (no adapter)"
     weight = f"; the runtime answer `llm_vectors+prior` uses prior weight {v['prior_weight']:g}" if "prior_weight" in v else ""
-    lines = ["", f"LLM answers ({what}) on a random subset of {v['n']} test items ({v.get('seconds', '?')} s{weight}):", "",
+    items = f"all {v['n']}" if v.get("n") == v.get("n_test") else f"a random subset of {v['n']}"
+    lines = ["", f"LLM answers ({what}) on {items} test items ({v.get('seconds', '?')} s{weight}):", "",
              "| answer | 8-class acc | 8-class macro-F1 | 4-class acc | 4-class macro-F1 |", "|---|---|---|---|---|"]
     for k in ("head_on_same_items", "llm_vectors", "llm_vectors+prior"):
         if k in v:
             m = v[k]
             lines.append(f"| {k} | {m['8class']['accuracy']:.3f} | {m['8class']['macro_f1']:.3f} | {m['4class']['accuracy']:.3f} | {m['4class']['macro_f1']:.3f} |")
+    if "runtime_vs_head" in v:
+        c = v["runtime_vs_head"]
+        lines += ["", (f"Paired, 8-class, head vs the runtime answer (`llm_vectors+prior`): right only by the head "
+                       f"{c['only_head_right']}, only by the runtime answer {c['only_answer_right']}, by both {c['both_right']}; "
+                       f"exact McNemar p = {c['mcnemar_p']} (a small p would mean the two really differ).")]
     if "judge" in v:
         ref = v["judge"]["reference_deemo"]
         lines += ["", ("Reasoning, local judge (export/judge.py; 0-10; clue overlap = 10 x F1 of cited vs measured cue kinds, "

@@ -37,6 +37,16 @@ def test_an_informative_llm_keeps_a_small_weight():
     assert choose(llm, head, y)["value"] <= 1.0
 
 
+def test_an_llm_that_adds_nothing_leaves_the_label_to_the_head():
+    y, rng = _items(seed=3)
+    head = _probs(y, rng, 2.5)
+    llm = np.log(_probs(y, rng, 0.3))  # a little signal, far less than the head's
+    res = choose(llm, head, y)
+    best = max(r["macro_f1"] for r in res["grid"])
+    assert best <= res["head_alone"]["macro_f1"] + TIE  # no weight clearly beats the head ...
+    assert res["value"] == max(GRID)  # ... so the head decides
+
+
 def test_ties_go_to_the_old_fixed_weight():
     y, rng = _items(seed=2)
     same = np.log(_probs(y, rng, 3.0))
