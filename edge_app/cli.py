@@ -239,7 +239,7 @@ def run_file(args: argparse.Namespace) -> int:
     if args.json:
         _output_parent("--json", args.json)
     if args.plot:
-        from edge_app.sinks.timeline import check_plotting, plot_timeline
+        from edge_app.sinks.timeline import check_plotting
 
         check_plotting()  # a missing matplotlib is a usage error before any work, not after
     failures = 0
@@ -255,9 +255,9 @@ def run_file(args: argparse.Namespace) -> int:
                 for warning in result.warnings:
                     log.warning("%s: %s", path, warning)
                 record = result.to_dict()
-                if args.plot:
-                    plot_timeline(record, output_target(args.plot, path, several, "timeline.png"))
-                out.write(record)
+                out.write(record)  # the result first: a picture that cannot be drawn must not lose it
+                if args.plot and not _draw_timeline(record, output_target(args.plot, path, several, "timeline.png")):
+                    failures += 1
             except DeemoError as err:
                 failures += 1
                 _report_failure(out, path, str(err), several)
@@ -267,6 +267,20 @@ def run_file(args: argparse.Namespace) -> int:
                 _report_failure(out, path, f"{path}: internal error: {type(err).__name__}: "
                                 f"{err} (rerun with --log-level debug for details)", several)
     return EXIT_INPUT if failures else EXIT_OK
+
+
+def _draw_timeline(record: dict[str, Any], target: str) -> bool:
+    """`file --plot` for one result, already written; a failure (a folder where the picture
+    should go, a full disk) is one error line, and the exit code says it."""
+    from edge_app.sinks.timeline import plot_timeline
+
+    try:
+        plot_timeline(record, target)
+    except (OSError, ValueError) as err:
+        print(f"deemo-edge: error: {record.get('input')}: timeline {target} not drawn ({err}); "
+              "its result was written", file=sys.stderr)
+        return False
+    return True
 
 
 def _report_failure(out: _ResultWriter, path: str, message: str, several: bool) -> None:

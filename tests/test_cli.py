@@ -111,6 +111,16 @@ def test_missing_output_folder_is_a_usage_error_before_any_work(sample_clip, tmp
     assert_one_line_error(proc, 2, f"folder {tmp_path / 'nope'} does not exist")
 
 
+def test_a_timeline_that_cannot_be_drawn_keeps_the_result(sample_clip, tmp_path):
+    pytest.importorskip("matplotlib")
+    blocked = tmp_path / "t.png"
+    blocked.mkdir()  # a folder where the picture should go: the drawing fails after the analysis
+    out_json = tmp_path / "r.json"
+    proc = run("file", str(sample_clip), "--json", str(out_json), "--plot", str(blocked), "--quiet")
+    assert_one_line_error(proc, 3, f"timeline {blocked} not drawn")
+    assert json.loads(out_json.read_text())["label"]  # the analysis is not lost
+
+
 def test_truncated_file_keeps_what_decodes(sample_clip, tmp_path):
     data = sample_clip.read_bytes()
     cut = tmp_path / "cut.mp4"
