@@ -377,6 +377,10 @@ def _add_live_command(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many seconds [config live.duration_s: until stopped]")
     p.add_argument("--json-lines", metavar="OUT", default=None,
                    help="append results to this JSON Lines file instead of stdout")
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="redraw a timeline picture of the latest windows here, at most every "
+                   "output.timeline_every_s seconds and at the end; needs matplotlib (the `plot` extra) "
+                   "[config output.timeline_path: no plot]")
     p.add_argument("--config", metavar="TOML", default=None,
                    help="configuration file (see `deemo-edge config`); flags override it")
     p.add_argument("--mask", choices=("solid", "pixelate", "blur"), default=None,
@@ -422,6 +426,7 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "video.mask": args.mask,
         "voice.seed": args.seed,
         "answer.enabled": False if args.cues_only else None,
+        "output.timeline_path": args.plot,
         **_model_overrides(args),
     }
     if args.json_lines:

@@ -50,8 +50,9 @@ def test_live_end_to_end_and_nothing_raw_written(media, tmp_path):
     for folder in (tmp, out, home):
         folder.mkdir()
     env = _env(TMPDIR=str(tmp), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    timeline = tmp_path / "timeline.png"  # a picture of results, outside the folders checked for media
     proc = _live("--camera", str(camera), "--mic", str(speech), "--window", "2", "--hop", "1",
-                 "--duration", "8", "--seed", "0", "--preview", cwd=out, env=env)
+                 "--duration", "8", "--seed", "0", "--preview", "--plot", str(timeline), cwd=out, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "preview off" in proc.stderr  # headless: warned, not failed
@@ -71,6 +72,16 @@ def test_live_end_to_end_and_nothing_raw_written(media, tmp_path):
     assert spoken, "the replayed speech should give voiced windows"
     # Nothing raw (or de-identified) was written anywhere the process could write.
     assert media_files(tmp, out, home) == []
+    # the timeline was drawn at the end from every window, in the answers' colours
+    import cv2
+
+    from edge_app.sinks.timeline import LABEL_COLOURS
+
+    image = cv2.imread(str(timeline))
+    assert image is not None and image.shape[0] > 500
+    colours = {r["label"] for r in results}
+    rgb = [[int(LABEL_COLOURS[c][i : i + 2], 16) for i in (5, 3, 1)] for c in colours]
+    assert sum(int((abs(image.astype(int) - c).max(axis=2) <= 2).sum()) for c in rgb) > 2000
 
 
 def test_sigterm_stops_within_two_seconds(media):

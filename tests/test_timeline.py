@@ -105,3 +105,45 @@ def test_plot_command_bad_input_is_one_line_error(tmp_path: Path, content: str |
     proc = plot_cli(str(path))
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and fragment in proc.stderr
+
+
+def test_live_timeline_sink_redraws_at_its_rate_and_keeps_the_latest_windows(
+        sample_result: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_app.sinks import OutputOptions, close_all, open_sinks
+
+    drawn: list[int] = []
+    real = timeline.plot_timeline
+    monkeypatch.setattr(timeline, "plot_timeline", lambda r, p: drawn.append(len(r["windows"])) or real(r, p))
+    png = tmp_path / "live.png"
+    sinks = open_sinks(OutputOptions(stdout=False, timeline_path=str(png), timeline_every_s=3600, timeline_max_windows=2))
+    # the sample's windows, then the same again later on: a longer run
+    later = [{**w, "start": w["start"] + 8.0, "end": w["end"] + 8.0} for w in sample_result["windows"]]
+    windows = sample_result["windows"] + later
+    assert len(windows) >= 3
+    for w in windows:
+        for sink in sinks:
+            sink.publish(w)
+    assert drawn == [1] and png.exists()  # the first window at once, then not within the hour
+    close_all(sinks)
+    assert drawn == [1, 2]  # once more at the end, with the latest two windows only
+    assert read_png(png).shape[0] > 500
+    assert [p.name for p in tmp_path.iterdir()] == ["live.png"]  # no temporary file left
+
+
+def test_live_timeline_sink_failure_is_logged_and_the_run_goes_on(sample_result: dict, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "t.png"
+    blocked.mkdir()  # a folder where the picture should go
+    sink = timeline.TimelineSink(blocked, every_s=0)
+    sink.publish(sample_result["windows"][0])  # no exception: a picture is not worth a live run
+    assert "not drawn" in caplog.text
+    assert not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(TypeError):  # the media check of every sink
+        sink.publish({"start": 0.0, "end": 1.0, "frame": b"raw"})
+
+
+def test_live_timeline_path_in_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
+    from edge_app.sinks import OutputOptions, open_sinks
+
+    with pytest.raises(UsageError, match="does not exist"):
+        open_sinks(OutputOptions(stdout=False, timeline_path=str(tmp_path / "nope" / "t.png")))

@@ -1,4 +1,4 @@
-"""Where results go: stdout, a rotating JSON Lines file, an MQTT broker.
+"""Where results go: stdout, a rotating JSON Lines file, an MQTT broker, a timeline picture.
 
 Sinks carry results only (labels, scores, reasoning, cue summaries, timings):
 each one refuses arrays and byte buffers with TypeError (`base.encode_result`).
@@ -84,6 +84,13 @@ class OutputOptions:
     queue_max: int = 10000
     # Seconds spent on shutdown sending the backlog (default 5); the rest stays queued.
     close_timeout_s: float = 5.0
+    # Redraw a timeline PNG of the latest windows here (live / serve); None (default) = none.
+    # Needs matplotlib (the `plot` extra).
+    timeline_path: str | None = None
+    # Seconds between two drawings of the timeline, at most (default 10; once more at the end).
+    timeline_every_s: float = 10.0
+    # Windows the timeline shows: the latest ones (default 600, 20 min at a 2 s hop).
+    timeline_max_windows: int = 600
 
     def __post_init__(self) -> None:
         # Build the sub-options once so a bad value fails when the config loads.
@@ -128,7 +135,7 @@ class OutputOptions:
 
 
 def open_sinks(options: OutputOptions) -> list[ResultSink]:
-    """The sinks `options` turns on, in order stdout, jsonl, mqtt (may be empty)."""
+    """The sinks `options` turns on, in order stdout, jsonl, mqtt, timeline (may be empty)."""
     sinks: list[ResultSink] = []
     try:
         if options.stdout:
@@ -139,6 +146,8 @@ def open_sinks(options: OutputOptions) -> list[ResultSink]:
         mqtt = options.mqtt_options()
         if mqtt is not None:
             sinks.append(_mqtt_module().MqttSink(mqtt))
+        if options.timeline_path is not None:  # last: drawing is the slowest publish
+            sinks.append(_open_timeline(options))
     except BaseException:
         close_all(sinks)  # do not leak the ones already open
         raise
@@ -162,6 +171,19 @@ def _open_jsonl(options: JsonlOptions) -> JsonlSink:
         return JsonlSink(options)
     except OSError as err:
         raise UsageError(f"output.jsonl_path: cannot open {options.path}: {err}") from None
+
+
+def _open_timeline(options: OutputOptions) -> ResultSink:
+    from pathlib import Path
+
+    from edge_app.sinks.timeline import TimelineSink
+
+    folder = Path(options.timeline_path).parent
+    if not folder.is_dir():
+        raise UsageError(f"output.timeline_path: folder {folder} does not exist")
+    if options.timeline_every_s < 0 or options.timeline_max_windows < 1:
+        raise UsageError("output.timeline_every_s must be >= 0 and output.timeline_max_windows >= 1")
+    return TimelineSink(options.timeline_path, options.timeline_every_s, options.timeline_max_windows)
 
 
 def publish_all(sinks: list[ResultSink], result: dict) -> None:

@@ -15,6 +15,9 @@ Panels, sharing the time axis:
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ import numpy as np
 
 from edge_app.errors import InputError, UsageError
 from edge_app.records import LABELS
+
+log = logging.getLogger("deemo_edge.sinks")
 
 # one colour per label, fixed so plots of different files compare at a glance
 LABEL_COLOURS = {
@@ -169,6 +174,48 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     if not results:
         raise InputError(f"{path}: no deemo-edge results in it (neither `windows` nor window lines)")
     return results
+
+
+class TimelineSink:
+    """A live run's timeline, redrawn as its windows arrive: a `ResultSink`.
+
+    Keeps the last `max_windows` window results (JSON copies, after the media check) and
+    redraws `path` when `every_s` seconds have passed since the last drawing, and once more
+    on close. The picture is written to a temporary name and renamed, so a viewer never
+    reads half a PNG. Drawing runs on the analysis thread (about 0.3 s on one core), which
+    is why it is rate-limited; a failed drawing is logged and the run goes on."""
+
+    def __init__(self, path: str | Path, every_s: float = 10.0, max_windows: int = 600,
+                 title: str = "live") -> None:
+        check_plotting()
+        self.path, self.every_s, self.max_windows, self.title = Path(path), every_s, max_windows, title
+        self.windows: list[dict[str, Any]] = []
+        self._drawn_at: float | None = None
+        self._dirty = False
+
+    def publish(self, result: dict) -> None:
+        from edge_app.sinks.base import encode_result
+
+        self.windows.append(json.loads(encode_result(result)))
+        del self.windows[: -self.max_windows]
+        self._dirty = True
+        now = time.monotonic()
+        if self._drawn_at is None or now - self._drawn_at >= self.every_s:
+            self._draw(now)
+
+    def close(self) -> None:
+        if self._dirty:
+            self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
+        self._drawn_at, self._dirty = now, False
+        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.png")
+        try:
+            plot_timeline({"input": self.title, "windows": self.windows}, tmp)
+            os.replace(tmp, self.path)
+        except (OSError, ValueError) as err:
+            log.warning("timeline %s not drawn: %s", self.path, err)
+            tmp.unlink(missing_ok=True)
 
 
 def check_plotting() -> None:
