@@ -20,6 +20,8 @@ encoder's dilations (body_data.DILATIONS) were chosen:
     dil8       train4s with a fourth dilated block (dilations 1, 2, 4, 8): a receptive field of
                about 6 s instead of 3 s, so one unit can see the whole 4 s window (shipped)
     d96        train4s with 96 channels instead of 64
+    dil8_shape dil8 with random body proportions (width, height x 0.9-1.1 each, per window)
+    dil8_roll  dil8 with a random camera roll (the image turned by up to +-10 degrees)
 
     python benchmarks/body_loco.py                      # all variants, 9-22 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
@@ -58,6 +60,7 @@ class Recipe:
     eval_s: float = 3.0  # held-out window length, seconds
     d: int = 64  # encoder channels
     dilations: tuple[int, ...] = (1, 2, 4)  # one residual conv block per dilation
+    extra: body_data.ExtraAugment = body_data.ExtraAugment()  # augmentations tried and not adopted
 
 
 # each a step from the one before it
@@ -73,6 +76,10 @@ RECIPES = {
     "train4s": Recipe(True, False, 48, train_s=4.0, eval_s=4.0),
     "dil8": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8)),
     "d96": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, d=96),
+    "dil8_shape": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8),
+                         extra=body_data.ExtraAugment(shape=0.1)),
+    "dil8_roll": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8),
+                        extra=body_data.ExtraAugment(roll_deg=10.0)),
 }
 
 
@@ -84,7 +91,7 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
     tx, ty, ts = [], [], []
     rng = np.random.default_rng(seed)  # training views
     for c in train:
-        for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True, seconds=recipe.train_s):
+        for w in body_data.windows(c, recipe.windows_per_clip, rng, augment=True, seconds=recipe.train_s, extra=recipe.extra):
             tx.append(w), ty.append(c.emotion), ts.append(styles.index(c.style))
     ex, ey, eid = [], [], []
     rng = np.random.default_rng(2)

@@ -168,9 +168,26 @@ def random_camera(rng: np.random.Generator, pts: np.ndarray) -> Camera:
     )
 
 
-def keypoints(clip: Clip, cam: Camera, rng: np.random.Generator | None) -> np.ndarray:
-    """(T, 33, 4) MediaPipe-style landmarks; with rng: detector jitter and dropped joints."""
-    lm = project(clip.points, cam)
+@dataclass(frozen=True)
+class ExtraAugment:
+    """Training augmentations measured by leave-one-content-out validation and not adopted
+    (benchmarks/body_loco.py dil8_shape, dil8_roll; seed 0, window accuracy vs dil8's 0.629):
+    body proportions (width and height each scaled by up to +-`shape`, about the hips) 0.600;
+    camera roll (the image turned by up to +-`roll_deg`) 0.634, a tie. Off by default."""
+
+    shape: float = 0.0
+    roll_deg: float = 0.0
+
+
+def keypoints(clip: Clip, cam: Camera, rng: np.random.Generator | None, extra: ExtraAugment = ExtraAugment()) -> np.ndarray:
+    """(T, 33, 4) MediaPipe-style landmarks; with rng: detector jitter and dropped joints
+    (and the `extra` augmentations)."""
+    points = clip.points
+    if rng is not None and extra.shape:
+        centre = 0.5 * (points[0, 23] + points[0, 24])
+        width, height = rng.uniform(1 - extra.shape, 1 + extra.shape, 2)
+        points = (points - centre) * np.array([width, height, width], np.float32) + centre
+    lm = project(points, cam)
     if rng is not None:
         T = len(lm)
         lm[..., :2] += rng.normal(0, rng.uniform(0.002, 0.01), (T, 33, 2)).astype(np.float32)
@@ -179,15 +196,28 @@ def keypoints(clip: Clip, cam: Camera, rng: np.random.Generator | None) -> np.nd
             drop[:, 25:] = True
         lm[drop, 3] = 0.0
         lm[..., 3] *= rng.uniform(0.6, 1.0, (T, 33)).astype(np.float32) ** 0.3
+        if extra.roll_deg:
+            lm[..., :2] = _rolled(lm[..., :2], cam, np.radians(rng.uniform(-extra.roll_deg, extra.roll_deg)))
     return lm
 
 
-def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool, seconds: float = WINDOW_S) -> list[np.ndarray]:
+def _rolled(xy: np.ndarray, cam: Camera, angle: float) -> np.ndarray:
+    """Normalised image points turned by `angle` about the image centre (in pixels, so the
+    aspect ratio is kept)."""
+    size = np.array([cam.width, cam.height], np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    px = (xy - 0.5) * size
+    turned = np.stack([c * px[..., 0] - s * px[..., 1], s * px[..., 0] + c * px[..., 1]], -1)
+    return turned / size + 0.5
+
+
+def windows(clip: Clip, n: int, rng: np.random.Generator, augment: bool, seconds: float = WINDOW_S,
+            extra: ExtraAugment = ExtraAugment()) -> list[np.ndarray]:
     """n windows of `seconds` (features), each from its own random camera."""
     L = int(seconds * BODY_FPS)
     out = []
     for _ in range(n):
-        lm = keypoints(clip, random_camera(rng, clip.points), rng if augment else None)
+        lm = keypoints(clip, random_camera(rng, clip.points), rng if augment else None, extra)
         T = len(lm)
         if T > L:
             s = int(rng.integers(0, T - L + 1))

@@ -268,6 +268,33 @@ def test_neutral_only_contents_are_style_targets_only() -> None:
     assert [c.emotion for c in labelled] == [0] * len(punch)
 
 
+def test_body_extra_augmentations_turn_the_image_and_reshape_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured-and-not-adopted training augmentations (body_data.ExtraAugment) do what
+    they say: a roll turns the image about its centre, pixels kept square; body proportions
+    change about the hips; off (the default), the landmarks are the plain projection's."""
+    from edge_app.cues.bvh import Camera, project
+    from export import body_data
+
+    cam = Camera(width=640, height=360)
+    turned = body_data._rolled(np.array([[0.75, 0.5]], np.float32), cam, np.pi / 2)
+    assert turned[0] == pytest.approx([0.5, 0.5 + 0.25 * 640 / 360], abs=1e-6)  # 160 px right -> 160 px down
+    rng = np.random.default_rng(0)
+    pts = rng.normal(0, 50, (5, 33, 3)).astype(np.float32) + [0, 100, 0]
+    clip = body_data.Clip("x.bvh", "normal", 0, "walk", "001", pts)
+    plain = body_data.keypoints(clip, cam, None)
+    assert np.array_equal(body_data.keypoints(clip, cam, None, body_data.ExtraAugment(shape=0.1, roll_deg=10)), plain)
+    assert np.array_equal(project(pts, cam), plain)  # no rng: no augmentation of any kind
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(body_data, "project", lambda p, c: seen.append(p) or project(p, c))
+    body_data.keypoints(clip, cam, np.random.default_rng(1), body_data.ExtraAugment(shape=0.1))
+    hips = 0.5 * (pts[0, 23] + pts[0, 24])
+    ratio = (seen[0] - hips) / (pts - hips)  # per axis: x and z share the width factor
+    width, height = np.median(ratio[..., 0]), np.median(ratio[..., 1])
+    assert np.allclose(ratio[..., 0], width, atol=1e-3) and np.allclose(ratio[..., 2], width, atol=1e-3)
+    assert np.allclose(ratio[..., 1], height, atol=1e-3)
+    assert 0.9 <= width <= 1.1 and 0.9 <= height <= 1.1 and width != height
+
+
 @pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
 def test_answerer_fuses_with_the_session_heads_weight_once_it_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Answerer passes the session head's own prior weight to the LLM for the windows the

@@ -142,6 +142,14 @@ def test_live_timeline_sink_failure_is_logged_and_the_run_goes_on(sample_result:
         sink.publish({"start": 0.0, "end": 1.0, "frame": b"raw"})
 
 
+def test_live_timeline_without_matplotlib_names_the_config_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_app.sinks import OutputOptions, open_sinks
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    with pytest.raises(UsageError, match=r"output.timeline_path \(live --plot\) needs matplotlib"):
+        open_sinks(OutputOptions(stdout=False, timeline_path=str(tmp_path / "t.png")))
+
+
 def test_live_timeline_path_in_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
     from edge_app.sinks import OutputOptions, open_sinks
 

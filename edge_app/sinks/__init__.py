@@ -183,7 +183,10 @@ def _open_timeline(options: OutputOptions) -> ResultSink:
         raise UsageError(f"output.timeline_path: folder {folder} does not exist")
     if options.timeline_every_s < 0 or options.timeline_max_windows < 1:
         raise UsageError("output.timeline_every_s must be >= 0 and output.timeline_max_windows >= 1")
-    return TimelineSink(options.timeline_path, options.timeline_every_s, options.timeline_max_windows)
+    try:
+        return TimelineSink(options.timeline_path, options.timeline_every_s, options.timeline_max_windows)
+    except UsageError:
+        raise UsageError("output.timeline_path (live --plot) needs matplotlib: pip install 'deemo-edge[plot]'") from None
 
 
 def publish_all(sinks: list[ResultSink], result: dict) -> None:
