@@ -83,3 +83,15 @@ def count_frames(path: Path) -> tuple[int, float, bool]:
         n = sum(1 for _ in container.decode(stream))
         duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
     return n, duration, has_audio
+
+
+def label_colour_pixels(png: Path, label: str) -> int:
+    """Pixels of a timeline picture drawn in `label`'s colour (the stacked answer bars)."""
+    import cv2
+
+    from edge_app.sinks.timeline import LABEL_COLOURS
+
+    image = cv2.imread(str(png))
+    assert image is not None, f"{png} is not a readable image"
+    rgb = [int(LABEL_COLOURS[label][i : i + 2], 16) for i in (1, 3, 5)]
+    return int((abs(image.astype(int) - rgb[::-1]).max(axis=2) <= 2).sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import count_frames, write_video
+from conftest import count_frames, label_colour_pixels, write_video
 from edge_app.cli import build_parser
 from edge_app.errors import UsageError
 
@@ -36,18 +36,6 @@ def test_help_documents_every_flag_and_default():
                  "--config", "--seed", "--pose-fps", "--face-backend", "--plot", "--dereverb"):
         assert flag in text
     assert "exit codes" in text and "default" in text
-
-
-def label_colour_pixels(png: Path, label: str) -> int:
-    """Pixels of a timeline picture drawn in `label`'s colour (the stacked answer bars)."""
-    import cv2
-
-    from edge_app.sinks.timeline import LABEL_COLOURS
-
-    image = cv2.imread(str(png))
-    assert image is not None, f"{png} is not a readable image"
-    rgb = [int(LABEL_COLOURS[label][i : i + 2], 16) for i in (1, 3, 5)]
-    return int((abs(image.astype(int) - rgb[::-1]).max(axis=2) <= 2).sum())
 
 
 def test_sample_clip_end_to_end(sample_clip, tmp_path):

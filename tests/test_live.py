@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.records import LABELS
+from conftest import label_colour_pixels
 from live_media import json_lines, make_camera_clip, make_speech, media_files
 
 CLI = [sys.executable, "-m", "edge_app.cli"]
@@ -75,13 +76,9 @@ def test_live_end_to_end_and_nothing_raw_written(media, tmp_path):
     # the timeline was drawn at the end from every window, in the answers' colours
     import cv2
 
-    from edge_app.sinks.timeline import LABEL_COLOURS
-
     image = cv2.imread(str(timeline))
     assert image is not None and image.shape[0] > 500
-    colours = {r["label"] for r in results}
-    rgb = [[int(LABEL_COLOURS[c][i : i + 2], 16) for i in (5, 3, 1)] for c in colours]
-    assert sum(int((abs(image.astype(int) - c).max(axis=2) <= 2).sum()) for c in rgb) > 2000
+    assert sum(label_colour_pixels(timeline, label) for label in {r["label"] for r in results}) > 2000
 
 
 def test_sigterm_stops_within_two_seconds(media):
