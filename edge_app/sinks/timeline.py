@@ -205,7 +205,7 @@ class TimelineSink:
     Keeps the last `max_windows` window results (JSON copies, after the media check) and
     redraws `path` when `every_s` seconds have passed since the last drawing, and once more
     on close. The picture is written to a temporary name and renamed, so a viewer never
-    reads half a PNG. Drawing runs on the analysis thread (0.5-0.7 s of one core here, 2 to 600 windows), which
+    reads half a PNG. Drawing runs on the analysis thread (0.4-0.7 s of one core here, 2 to 600 windows), which
     is why it is rate-limited; a failed drawing is logged and the run goes on."""
 
     def __init__(self, path: str | Path, every_s: float = 10.0, max_windows: int = 600,
