@@ -50,8 +50,9 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Timeline drawing time", "", f"`{r['command']}`: median of 3 drawings of the sample's windows repeated at "
-             "a 2 s hop.", "", "| windows | CPU s | wall s |", "|---|---|---|"]
+    lines = ["# Timeline drawing time", "",
+             (f"`{r['command']}`: median of 3 drawings of the sample's windows repeated at a 2 s hop."),
+             "", "| windows | CPU s | wall s |", "|---|---|---|"]
     lines += [f"| {row['windows']} | {row['cpu_s']} | {row['wall_s']} |" for row in r["rows"]]
     return "\n".join(lines) + "\n"
 
