@@ -112,8 +112,9 @@ def test_live_timeline_sink_redraws_at_its_rate_and_keeps_the_latest_windows(
     from edge_app.sinks import OutputOptions, close_all, open_sinks
 
     drawn: list[int] = []
-    real = timeline.plot_timeline
-    monkeypatch.setattr(timeline, "plot_timeline", lambda r, p: drawn.append(len(r["windows"])) or real(r, p))
+    real = timeline.TimelineSink._render  # counted, then drawn for real in the drawing process
+    monkeypatch.setattr(timeline.TimelineSink, "_render",
+                        lambda self, r, p: drawn.append(len(r["windows"])) or real(self, r, p))
     png = tmp_path / "live.png"
     sinks = open_sinks(OutputOptions(stdout=False, timeline_path=str(png), timeline_every_s=3600, timeline_max_windows=2))
     # the sample's windows, then the same again later on: a longer run
@@ -123,6 +124,7 @@ def test_live_timeline_sink_redraws_at_its_rate_and_keeps_the_latest_windows(
     for w in windows:
         for sink in sinks:
             sink.publish(w)
+    sinks[0].flush(timeout=60)
     assert drawn == [1] and png.exists()  # the first window at once, then not within the hour
     close_all(sinks)
     assert drawn == [1, 2]  # once more at the end, with the latest two windows only
@@ -136,10 +138,55 @@ def test_live_timeline_sink_failure_is_logged_and_the_run_goes_on(sample_result:
     blocked.mkdir()  # a folder where the picture should go
     sink = timeline.TimelineSink(blocked, every_s=0)
     sink.publish(sample_result["windows"][0])  # no exception: a picture is not worth a live run
+    assert sink.flush(timeout=60)
     assert "not drawn" in caplog.text
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(TypeError):  # the media check of every sink
         sink.publish({"start": 0.0, "end": 1.0, "frame": b"raw"})
+
+
+def test_live_timeline_draws_off_the_analysis_thread_newest_windows_first(
+        sample_result: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    drawn: list[int] = []
+
+    def slow_render(self: timeline.TimelineSink, result: dict, path: Path) -> None:  # lasts until released
+        started.set()
+        assert release.wait(60)
+        drawn.append(len(result["windows"]))
+        Path(path).write_bytes(b"png")
+
+    monkeypatch.setattr(timeline.TimelineSink, "_render", slow_render)
+    sink = timeline.TimelineSink(tmp_path / "t.png", every_s=0)
+    window = sample_result["windows"][0]
+    sink.publish(window)
+    assert started.wait(60)
+    for _ in range(4):  # the first drawing is still running: these return at once all the same
+        sink.publish(window)
+    assert drawn == [] and not sink.flush(timeout=0.1)
+    release.set()
+    sink.close()
+    assert drawn == [1, 5]  # the three copies handed over meanwhile were replaced by the newest
+    assert (tmp_path / "t.png").read_bytes() == b"png"
+
+
+def test_live_timeline_drawing_process_that_died_is_started_again(sample_result: dict, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    png = tmp_path / "t.png"
+    sink = timeline.TimelineSink(png, every_s=0)
+    sink.publish(sample_result["windows"][0])
+    assert sink.flush(timeout=120) and png.exists()
+    first = sink._process._child
+    first.kill()
+    first.wait()
+    png.unlink()
+    sink.publish(sample_result["windows"][0])
+    assert sink.flush(timeout=120)
+    sink.close()
+    assert png.exists() and "not drawn" not in caplog.text
+    assert sink._process._child is None and first.returncode != 0  # closed, after a second process drew
 
 
 def test_live_timeline_without_matplotlib_names_the_config_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,13 +43,17 @@ CATEGORY_COLOURS = {
 
 
 def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
-    """Write the timeline of one analysed file as PNG; returns the path."""
-    plt = _pyplot()
+    """Write the timeline of one analysed file as PNG; returns the path.
+
+    Drawn on a bare `Figure` (no pyplot and its global figure list), so the live sink can
+    draw on its own thread."""
+    figure_class = _figure_class()
     windows = result.get("windows") or []
     events = [e for w in windows for e in ((w.get("cues") or {}).get("body") or {}).get("events", [])]
     names = sorted({e["name"] for e in events})
-    fig, axes = plt.subplots(4, 1, figsize=(10, 7.5), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1.4, max(1.0, 0.35 * len(names)), 1.4]})
+    fig = figure_class(figsize=(10, 7.5))
+    axes = fig.subplots(4, 1, sharex=True,
+                        gridspec_kw={"height_ratios": [3, 1.4, max(1.0, 0.35 * len(names)), 1.4]})
     _answer_panel(axes[0], windows)
     _heads_panel(axes[1], windows)
     _events_panel(axes[2], _unique(events), names)
@@ -62,7 +69,6 @@ def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -204,17 +210,29 @@ class TimelineSink:
 
     Keeps the last `max_windows` window results (JSON copies, after the media check) and
     redraws `path` when `every_s` seconds have passed since the last drawing, and once more
-    on close. The picture is written to a temporary name and renamed, so a viewer never
-    reads half a PNG. Drawing runs on the analysis thread (0.4-0.7 s of one core here, 2 to 600 windows), which
-    is why it is rate-limited; a failed drawing is logged and the run goes on."""
+    on close. `publish` hands a copy of the window list to a thread of the sink's own and
+    returns: the analysis loop never waits for a picture. That thread has the picture drawn
+    (0.4-0.7 s of one core, 2 to 600 windows) in a separate process, started at the first
+    drawing, because drawing in this process would hold the GIL that the analysis needs
+    (benchmarks/bench_timeline.py: a window's analysis took 4-6x longer while a thread here drew).
+    A drawing in progress is not queued behind: the newest copy replaces any not yet started.
+    The picture is written to a temporary name and renamed, so a viewer never reads half a
+    PNG; a failed drawing is logged and the run goes on."""
 
     def __init__(self, path: str | Path, every_s: float = 10.0, max_windows: int = 600,
                  title: str = "live") -> None:
         check_plotting()
         self.path, self.every_s, self.max_windows, self.title = Path(path), every_s, max_windows, title
         self.windows: list[dict[str, Any]] = []
-        self._drawn_at: float | None = None
+        self._handed_at: float | None = None
         self._dirty = False
+        self._wake = threading.Condition()
+        self._waiting: dict[str, Any] | None = None  # the newest copy not yet drawn
+        self._busy = False
+        self._closing = False
+        self._drawer = threading.Thread(target=self._draw_loop, name="timeline", daemon=True)
+        self._drawer.start()
+        self._process = DrawingProcess()
 
     def publish(self, result: dict) -> None:
         from edge_app.sinks.base import encode_result
@@ -223,27 +241,119 @@ class TimelineSink:
         del self.windows[: -self.max_windows]
         self._dirty = True
         now = time.monotonic()
-        if self._drawn_at is None or now - self._drawn_at >= self.every_s:
-            self._draw(now)
+        if self._handed_at is None or now - self._handed_at >= self.every_s:
+            self._hand_over(now)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every copy handed over is drawn; False if `timeout` passed first."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._waiting is None and not self._busy, timeout)
 
     def close(self) -> None:
         if self._dirty:
-            self._draw(time.monotonic())
+            self._hand_over(time.monotonic())
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        self._drawer.join()
+        self._process.close()
 
-    def _draw(self, now: float) -> None:
-        self._drawn_at, self._dirty = now, False
+    def _hand_over(self, now: float) -> None:
+        self._handed_at, self._dirty = now, False
+        with self._wake:
+            self._waiting = {"input": self.title, "windows": list(self.windows)}
+            self._wake.notify_all()
+
+    def _draw_loop(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._waiting is not None or self._closing)
+                if self._waiting is None:  # closing, and nothing left to draw
+                    return
+                snapshot, self._waiting, self._busy = self._waiting, None, True
+            try:
+                self._draw(snapshot)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _draw(self, snapshot: dict[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.png")
         try:
-            plot_timeline({"input": self.title, "windows": self.windows}, tmp)
+            self._render(snapshot, tmp)
             os.replace(tmp, self.path)
         except (OSError, ValueError) as err:
             log.warning("timeline %s not drawn: %s", self.path, err)
             tmp.unlink(missing_ok=True)
 
+    def _render(self, snapshot: dict[str, Any], path: Path) -> None:
+        self._process.draw(snapshot, path)
+
+
+class DrawingProcess:
+    """`plot_timeline` in a child Python (`python -m edge_app.sinks.timeline`) that imports
+    matplotlib and this module only: one JSON request per line on its stdin, one reply per
+    line on its stdout. Started at the first drawing, started again if it has ended.
+    (multiprocessing's spawn would also re-import the parent's main module and everything it
+    imported: 193 MB resident instead of 90, benchmarks/bench_timeline.py.)"""
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen | None = None
+
+    def draw(self, result: dict[str, Any], path: Path) -> None:
+        """Draw `result` to `path`; OSError or ValueError as `plot_timeline` raised them there."""
+        child = self._running()
+        try:
+            child.stdin.write(json.dumps({"result": result, "path": str(path)}) + "\n")
+            child.stdin.flush()
+            reply = child.stdout.readline()
+        except BrokenPipeError:
+            reply = ""
+        if not reply:
+            raise OSError(f"the drawing process ended (exit code {child.wait()})")
+        answer = json.loads(reply)
+        if "error" in answer:
+            raise (ValueError if answer.get("kind") == "ValueError" else OSError)(answer["error"])
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        child.stdin.close()  # end of requests: it returns
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+    def _running(self) -> subprocess.Popen:
+        if self._child is None or self._child.poll() is not None:
+            package_root = str(Path(__file__).resolve().parents[2])  # found even when not installed
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+            self._child = subprocess.Popen([sys.executable, "-m", "edge_app.sinks.timeline"], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True, env=env)
+        return self._child
+
+
+def serve_drawings() -> None:
+    """The drawing process: requests from stdin until it closes (see `DrawingProcess`)."""
+    replies, sys.stdout = sys.stdout, sys.stderr  # a stray print must not corrupt the replies
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            plot_timeline(request["result"], request["path"])
+            answer: dict[str, Any] = {"ok": True}
+        except (OSError, ValueError) as err:
+            answer = {"error": str(err), "kind": type(err).__name__}
+        replies.write(json.dumps(answer) + "\n")
+        replies.flush()
+
 
 def check_plotting() -> None:
     """UsageError now if plots cannot be drawn (matplotlib missing)."""
-    _pyplot()
+    _figure_class()
 
 
 def _patch(colour: str, label: str) -> Any:
@@ -252,12 +362,14 @@ def _patch(colour: str, label: str) -> Any:
     return Patch(color=colour, label=label)
 
 
-def _pyplot() -> Any:
+def _figure_class() -> Any:
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401  first: a missing package must fail even if a submodule is cached
+        from matplotlib.figure import Figure
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'deemo-edge[plot]'") from None
-    matplotlib.use("Agg")  # files only; a device has no display
-    import matplotlib.pyplot as plt
+    return Figure  # renders with Agg when saved: files only, a device has no display
 
-    return plt
+
+if __name__ == "__main__":
+    serve_drawings()
