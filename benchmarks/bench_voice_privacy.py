@@ -39,27 +39,27 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import pickle  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import pickle
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_app.deid.voice import PITCH_METHODS, SOURCE_FILES, VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
-from edge_app.eval.emotion_probe import prosody_features, session_normalise  # noqa: E402
-from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores  # noqa: E402
+from edge_app.deid.voice import PITCH_METHODS, SOURCE_FILES, VoiceDeidentifier, VoiceDeidOptions
+from edge_app.eval.emotion_probe import prosody_features, session_normalise
+from edge_app.eval.speaker import det_curve, eer, enrol, trial_scores
 
 TRAIN_ACTORS = range(1, 19)
 VAL_ACTORS = (19, 20)
@@ -230,7 +230,7 @@ def emotion_features(x: np.ndarray, sr: int) -> np.ndarray:
         np.abs(np.diff(lf0)).mean() if len(lf0) > 1 else 0.0,
     ]
     a = active if active.sum() >= 3 else np.ones_like(active)
-    stats = lambda m: np.concatenate([m[:, a].mean(axis=1), m[:, a].std(axis=1)])  # noqa: E731
+    stats = lambda m: np.concatenate([m[:, a].mean(axis=1), m[:, a].std(axis=1)])
     energy = [rms_db[a].mean(), rms_db[a].std(), np.percentile(rms_db[a], 90), a.mean() * len(x) / sr]
     return np.concatenate([
         stats(logmel), stats(mfcc), stats(dmfcc), pitch, energy,
@@ -397,11 +397,11 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
         "# Voice de-identification: privacy, emotion retention, speed",
         "",
         f"Command: `{res['command']}`  ",
-        f"Privacy: Resemblyzer speaker verification on RAVDESS actors {PRIVACY_ACTORS[0]}-{PRIVACY_ACTORS[-1]}, "
+        (f"Privacy: Resemblyzer speaker verification on RAVDESS actors {PRIVACY_ACTORS[0]}-{PRIVACY_ACTORS[-1]}, "
         f"{res['config']['enrol_utts']} enrolment utterances per speaker, {res['config']['n_trials']} trials "
         f"({res['config']['n_target']} target). Emotion: train actors 1-18, model picked on 19-20, "
         "accuracy on test actors 21-24. RTF: anonymiser CPU time on one thread / audio duration "
-        "(measured inside the benchmark's worker processes, so on a busy machine it is pessimistic).  ",
+        "(measured inside the benchmark's worker processes, so on a busy machine it is pessimistic).  "),
         "",
         ("Sessions (the `sessions` column): **speaker** = each actor's clips go, in a random order, through one "
         "anonymisation session per side (one random alpha, one running speaker-F0 estimate), as in live use, "
@@ -420,7 +420,7 @@ def write_report(out: Path, stem: str, res: dict, curves: dict) -> None:
     o = res["original"]
     lines.append(f"| original (no anonymisation) | - | {100 * o['eer']:.1f} % (orig vs orig) | - | "
                  f"{_acc(o, 'emotion8')} | {_acc(o, 'emotion4')} | - |")
-    for name, r in res["methods"].items():
+    for r in res["methods"].values():
         lines.append(f"| {r['name']}: `{r['options']}` | {r['sessions']} | {100 * r['eer_lazy']:.1f} % | "
                      f"{100 * r['eer_semi']:.1f} % | {_acc(r, 'emotion8', o)} | {_acc(r, 'emotion4', o)} | "
                      f"{r['rtf']:.4f} |")

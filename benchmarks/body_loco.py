@@ -34,18 +34,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from edge_app.encoders.features import BODY_DIM, BODY_FPS  # noqa: E402
-from export import body_data, default_data  # noqa: E402
-from export.models import EncoderConfig  # noqa: E402
-from export.train import predict, scores, train_encoder  # noqa: E402
+from edge_app.encoders.features import BODY_DIM, BODY_FPS
+from export import body_data, default_data
+from export.models import EncoderConfig
+from export.train import predict, scores, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ class Recipe:
     eval_s: float = 3.0  # held-out window length, seconds
     d: int = 64  # encoder channels
     dilations: tuple[int, ...] = (1, 2, 4)  # one residual conv block per dilation
-    extra: body_data.ExtraAugment = body_data.ExtraAugment()  # augmentations tried and not adopted
+    extra: body_data.ExtraAugment = field(default_factory=body_data.ExtraAugment)  # augmentations tried and not adopted
 
 
 # each a step from the one before it

@@ -20,9 +20,9 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_app.deid import spectrum  # noqa: E402
-from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions  # noqa: E402
-from edge_app.records import AudioChunk  # noqa: E402
+from edge_app.deid import spectrum
+from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
+from edge_app.records import AudioChunk
 
 
 def main() -> None:

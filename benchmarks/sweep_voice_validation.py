@@ -24,15 +24,20 @@ Environment: DEEMO_DATA (default ../shared/data), JOBS (worker processes, defaul
 SWEEP_OUT (default .cache/voice_sweep.jsonl), EMOTION_ONLY=1 (skip the EERs), AUG (default 0).
 Uses the benchmark's feature cache.
 """
-import json, os, sys, time
+import json
+import os
+import sys
+import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1"); os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-import numpy as np
 import bench_voice_privacy as b
+import numpy as np
+
 from edge_app.eval.emotion_probe import running_prior, session_normalise
 from edge_app.eval.speaker import eer, enrol, trial_scores
 
@@ -43,7 +48,8 @@ n_aug = int(os.environ.get("AUG", "0"))
 b.METHODS[name] = spec
 args = type("A", (), {})()
 args.data = os.environ.get("DEEMO_DATA", str(ROOT.parent / "shared" / "data"))
-args.jobs = int(os.environ.get("JOBS", "2")); args.cache = str(ROOT / ".cache" / "voice_privacy")
+args.jobs = int(os.environ.get("JOBS", "2"))
+args.cache = str(ROOT / ".cache" / "voice_privacy")
 ACT = range(1, 21)
 clips = [c for c in b.load_clips(b.Path(args.data)) if c.actor in ACT]
 enrol_clips = b.pick_enrolment(clips, ACT, 10, np.random.default_rng(0))
@@ -62,7 +68,8 @@ augs = [b.run_jobs(args, name, f"aug{k}", clips, set(), allp, sessions) for k in
 
 def priv(er, te):
     models = {a: enrol(np.stack([er[c.path]["emb"] for c in enrol_clips if c.actor == a])) for a in ACT}
-    emb = np.stack([te[c.path]["emb"] for c in test_clips]); spk = np.array([c.actor for c in test_clips])
+    emb = np.stack([te[c.path]["emb"] for c in test_clips])
+    spk = np.array([c.actor for c in test_clips])
     s, t = trial_scores(emb, spk, models)
     return eer(s, t)
 
@@ -88,10 +95,11 @@ def emo(recs, classes, key="feat", norm="none", train_sets=None, eval_sets=None)
     from sklearn.svm import SVC
     sel = np.array([classes is None or c.emotion in classes for c in clips])
     y = np.array([c.emotion for c in clips])
-    train_sets = train_sets or [recs]; eval_sets = eval_sets or {"": recs}
+    train_sets = train_sets or [recs]
+    eval_sets = eval_sets or {"": recs}
     out = {}
     for mname, make in (("lr0.1", lambda: LogisticRegression(C=0.1, max_iter=3000)), ("svm3", lambda: SVC(C=3.0))):
-        correct = {k: 0 for k in eval_sets}
+        correct = dict.fromkeys(eval_sets, 0)
         for k in range(5):
             te = (G - 1) % 5 == k
             trm = sel & ~te
@@ -115,8 +123,10 @@ for tag, cls in (("8", None), ("4", b.FOUR_CLASSES)):
     if augs:
         for key, norm in (("feat", "session"), ("pfeat", "session")):
             res[f"mc{tag}_{key}_{norm}"] = emo(None, cls, key, norm, [orig] + augs, {"orig": orig, "deid": test})
-cpu = sum(test[c.path]["cpu"] for c in clips); dur = sum(test[c.path]["dur"] for c in clips)
-res["rtf"] = cpu / dur; res["wall"] = time.time() - t0
+cpu = sum(test[c.path]["cpu"] for c in clips)
+dur = sum(test[c.path]["dur"] for c in clips)
+res["rtf"] = cpu / dur
+res["wall"] = time.time() - t0
 print(json.dumps(res))
 out = Path(os.environ.get("SWEEP_OUT", ROOT / ".cache" / "voice_sweep.jsonl"))
 out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from edge_app.encoders.features import N_MELS, PROSODY_DIM  # noqa: E402
-from edge_app.records import LABELS  # noqa: E402
-from export import audio_data, default_data, voice_session  # noqa: E402
-from export.models import EncoderConfig  # noqa: E402
-from export.train import predict, scores, spec_augment, train_encoder  # noqa: E402
+from edge_app.encoders.features import N_MELS, PROSODY_DIM
+from edge_app.records import LABELS
+from export import audio_data, default_data, voice_session
+from export.models import EncoderConfig
+from export.train import predict, scores, spec_augment, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = audio_data.CV_FOLDS

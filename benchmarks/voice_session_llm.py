@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
-from edge_app.records import LABELS  # noqa: E402
-from export import audio_data, default_data, voice_session  # noqa: E402
-from export.onnx_export import run_onnx, runtime_probs  # noqa: E402
-from export.train import scores  # noqa: E402
+from edge_app.records import LABELS
+from export import audio_data, default_data, voice_session
+from export.onnx_export import run_onnx, runtime_probs
+from export.train import scores
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = voice_session.FOUR

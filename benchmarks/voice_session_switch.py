@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from edge_app.encoders.features import SR, audio_features_and_levels  # noqa: E402
-from export import audio_data, default_data, voice_session  # noqa: E402
-from export.onnx_export import run_onnx, runtime_probs  # noqa: E402
-from export.train import scores  # noqa: E402
+from edge_app.encoders.features import SR, audio_features_and_levels
+from export import audio_data, default_data, voice_session
+from export.onnx_export import run_onnx, runtime_probs
+from export.train import scores
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {"val": ((19, 20), (20, 19)), "test": ((21, 22), (22, 21), (23, 24), (24, 23))}

@@ -261,7 +261,7 @@ def run_file(args: argparse.Namespace) -> int:
             except DeemoError as err:
                 failures += 1
                 _report_failure(out, path, str(err), several)
-            except Exception as err:  # noqa: BLE001 - one broken input must not stop the rest
+            except Exception as err:  # one broken input must not stop the rest
                 failures += 1
                 log.debug("internal error on %s", path, exc_info=True)
                 _report_failure(out, path, f"{path}: internal error: {type(err).__name__}: "

@@ -475,7 +475,7 @@ class PoseStage(threading.Thread):
                 else:
                     self._process(frame)
                 self.camera.frames.task_done()
-        except Exception as err:  # noqa: BLE001 - reported to the session, which stops
+        except Exception as err:  # reported to the session, which stops
             log.exception("pose stage failed")
             self.error = err
         finally:
@@ -571,7 +571,7 @@ class _Worker(threading.Thread):
                 continue
             try:
                 self.s.publish(self.s.analyse(window), window)
-            except Exception:  # noqa: BLE001 - one bad window must not end a months-long run
+            except Exception:  # one bad window must not end a months-long run
                 log.exception("window %.1f-%.1f s failed", window.start, window.end)
             finally:
                 pending.task_done()

@@ -50,7 +50,15 @@ from edge_app.deid.voice import VoiceDeidOptions
 from edge_app.encoders.features import AUDIO_DIM, BODY_DIM, BODY_FPS
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, onnx_export, states_head, voice_session
-from export.models import CueEncoder, EncoderConfig, EnsembleEncoder, ExportWrapper, FusedEncoder, Projector, checkpoint
+from export.models import (
+    CueEncoder,
+    EncoderConfig,
+    EnsembleEncoder,
+    ExportWrapper,
+    FusedEncoder,
+    Projector,
+    checkpoint,
+)
 from export.train import fuse_embedding_head, predict, scores, train_audio_encoder, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ from edge_app.records import LABELS
 
 DEEMO_REFERENCE = {"clue_overlap": 6.20, "label_overlap": 7.66}
 
-_W = lambda s: frozenset(s.split())  # noqa: E731
+_W = lambda s: frozenset(s.split())
 _PAREN = re.compile(r"\s*\([^)]*\)")
 _CLAUSE = re.compile(r"[.!?;,:]+(?:\s+|$)|\b(?:and|but|while|with|whereas|or)\b")
 _WORD = re.compile(r"[a-z]+")

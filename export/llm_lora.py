@@ -242,7 +242,7 @@ class PromptBuilder:
         from edge_app.llm import prompt
 
         self.torch, self.prompt, self.model = torch, prompt, model
-        self.enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+        self.enc = lambda s: tok.encode(s, add_special_tokens=False)
         self.prefix_ids = self.enc(prompt.prefix_text(prompt.CHATML))
         self.n_prefix = len(self.prefix_ids)
         self.end_id = self.enc(prompt.CHATML.turn_close.strip())

@@ -73,7 +73,12 @@ def load_calibration(path: Path) -> list[np.ndarray]:
 
 def quantize_int8(fp32: Path, out: Path, calib: Path) -> Path:
     """Static QDQ INT8 (per-channel weights) calibrated on calibration/ features."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

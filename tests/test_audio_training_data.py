@@ -36,7 +36,7 @@ def test_ensemble_averages_saved_runs_clip_by_clip(tmp_path: Path) -> None:
     p0[[0, 1]], p1[[2, 3]] = one_hot[[0, 1]], one_hot[[2, 3]]
     _save(atd, tmp_path, 0, p0, y)
     _save(atd, tmp_path, 1, p1, y)
-    members = [atd.score_probs({k: p for k in atd.PARTS}, {k: y for k in atd.PARTS}) for p in (p0, p1)]
+    members = [atd.score_probs(dict.fromkeys(atd.PARTS, p), dict.fromkeys(atd.PARTS, y)) for p in (p0, p1)]
     assert all(m["val_clip"]["8class"]["accuracy"] == 0.5 for m in members)
     r = atd.ensemble("mix+head", [0, 1], tmp_path)
     # the mean: the true class gets (1 + 0.4) / 2 = 0.7 on every clip, the wrong ones 0.3

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import count_frames, label_colour_pixels, write_video
+
 from edge_app.cli import build_parser
 from edge_app.errors import UsageError
 
@@ -232,7 +232,7 @@ def test_config_tuples_from_toml_arrays(tmp_path):
     voice = load_config(str(cfg)).voice
     assert voice.alpha_range == (0.6, 0.7) and voice.vtl_range == (0.8, 1.25) and voice.ltas_strength == 1.0
     cfg.write_text('[voice]\nformant_scale_range = "wide"\n')
-    with pytest.raises(UsageError, match="voice.formant_scale_range"):
+    with pytest.raises(UsageError, match=r"voice\.formant_scale_range"):
         load_config(str(cfg))
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from edge_app.cues import CueOptions, extract_cues
 from edge_app.cues.body import BodyOptions, extract_body_cues
-from edge_app.cues.bvh import bvh_pose_samples, forward_kinematics, load_bvh, project, to_mediapipe33
+from edge_app.cues.bvh import (
+    bvh_pose_samples,
+    forward_kinematics,
+    load_bvh,
+    project,
+    to_mediapipe33,
+)
 from edge_app.cues.pose import PoseSample
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -195,7 +195,7 @@ def test_persistence_keeps_moving_box_for_persist_s_then_drops_it():
 
 def test_stats_counters_add_up():
     image = textured()
-    plan = lambda i: [(100, 100, 160, 170), (400, 120, 450, 180)] if i < 3 else []  # noqa: E731
+    plan = lambda i: [(100, 100, 160, 170), (400, 120, 450, 180)] if i < 3 else []
     opts = VideoDeidOptions(pose_head=False, persist_s=0.1)
     with VideoDeidentifier(opts, face_detector=FixedFaces(plan)) as deid:
         outs = [deid.process(frame(image, i)) for i in range(8)]

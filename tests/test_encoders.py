@@ -147,7 +147,12 @@ def test_runtime_encoders_from_models_dir() -> None:
 
 
 def test_relative_to_session_keeps_how_a_window_differs() -> None:
-    from edge_app.encoders.features import N_MELS, SessionLevels, audio_features_and_levels, relative_to_session
+    from edge_app.encoders.features import (
+        N_MELS,
+        SessionLevels,
+        audio_features_and_levels,
+        relative_to_session,
+    )
 
     (fl, ll), (fh, lh) = audio_features_and_levels(_tone(2.0, 150.0)), audio_features_and_levels(4 * _tone(2.0, 300.0))
     assert np.array_equal(fh, audio_features(4 * _tone(2.0, 300.0)))

@@ -193,6 +193,6 @@ def test_example_config_sections_match_the_config_tree():
     config_mod = pytest.importorskip("edge_app.config")
     with open(CONFIG, "rb") as fh:
         table = tomllib.load(fh)
-    known = {f for f in config_mod.Config.__dataclass_fields__}
+    known = set(config_mod.Config.__dataclass_fields__)
     # [output] and [live] are checked above until the loader knows them.
     config_mod.build_config({k: v for k, v in table.items() if k in known})

@@ -93,7 +93,7 @@ def test_template_reasoning_is_judged_perfect_on_clues() -> None:
 
 def test_reasoning_target_never_names_unmeasured_cues() -> None:
     """Stage-3 targets: only measured cues, passes the runtime filter, names the true label."""
-    for n in range(0, 4):
+    for n in range(4):
         for cues in itertools.combinations(ALL_VOICE, n):
             for label in LABELS:
                 key = f"{label}:{n}:{cues[:1]}"

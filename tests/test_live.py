@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import signal
 import subprocess
@@ -18,10 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from edge_app.records import LABELS
 from conftest import label_colour_pixels
 from live_media import json_lines, make_camera_clip, make_speech, media_files
+
+from edge_app.records import LABELS
 
 CLI = [sys.executable, "-m", "edge_app.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def test_slow_answer_stage_drops_oldest_windows(media):
     assert drops == sorted(drops) and drops[-1] > 0
     # the queue kept the newest windows: published starts jump ahead by more than one hop
     starts = [r["start"] for r in published]
-    assert max(b - a for a, b in zip(starts, starts[1:])) > 0.25
+    assert max(b - a for a, b in itertools.pairwise(starts)) > 0.25
     assert all(isinstance(a, DeidAudio) for a in seen_audio)
     assert summary.stages["answer"]["count"] == len(published)
 

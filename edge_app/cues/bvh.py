@@ -19,14 +19,14 @@ import numpy as np
 from edge_app.cues.pose import PoseSample
 
 __all__ = [
-    "BvhSkeleton",
     "BvhMotion",
+    "BvhSkeleton",
     "Camera",
-    "load_bvh",
-    "forward_kinematics",
-    "to_mediapipe33",
-    "project",
     "bvh_pose_samples",
+    "forward_kinematics",
+    "load_bvh",
+    "project",
+    "to_mediapipe33",
 ]
 
 

@@ -16,11 +16,11 @@ import numpy as np
 from edge_app.records import Box, DeidFrame
 
 __all__ = [
-    "N_LANDMARKS",
     "LANDMARK_NAMES",
-    "PoseSample",
-    "PoseOptions",
+    "N_LANDMARKS",
     "PoseEstimator",
+    "PoseOptions",
+    "PoseSample",
     "RateLimiter",
 ]
 

@@ -21,7 +21,7 @@ from scipy.signal import find_peaks
 
 from edge_app.records import DeidAudio
 
-__all__ = ["ProsodyOptions", "Prosody", "extract_prosody"]
+__all__ = ["Prosody", "ProsodyOptions", "extract_prosody"]
 
 
 @dataclass
@@ -115,7 +115,7 @@ def extract_prosody(
     pauses = _pause_runs(~active, hop, o.min_pause_s)
     pause_time = sum(b - a for a, b in pauses) * hop
     # Pitch is the costly part: run it only on the stretches between pauses.
-    f0, f0_t, n_pitch_frames, jitter, shimmer = _pitch_segments(x, sr, _speech_spans(len(db), pauses, hop, duration), o)
+    f0, f0_t, _n_pitch_frames, jitter, shimmer = _pitch_segments(x, sr, _speech_spans(len(db), pauses, hop, duration), o)
     n_frames_total = max(1, int(round(duration / o.time_step)))
     f0_stats = _f0_stats(f0, f0_t, o)
     speech_time = max(0.0, duration - pause_time)

@@ -2,4 +2,4 @@
 
 from edge_app.deid.video import VideoDeidentifier, VideoDeidOptions
 
-__all__ = ["VideoDeidentifier", "VideoDeidOptions"]
+__all__ = ["VideoDeidOptions", "VideoDeidentifier"]

@@ -160,7 +160,7 @@ class _CaptureThread(threading.Thread):
             self._loop()
         except DeemoError as err:
             self.error = err
-        except Exception as err:  # noqa: BLE001 - reported to the owner, who stops the session
+        except Exception as err:  # reported to the owner, who stops the session
             log.exception("%s failed", self.name)
             self.error = err
         finally:

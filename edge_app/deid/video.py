@@ -167,7 +167,7 @@ class VideoDeidentifier:
         try:
             image = _fit(frame.image, self.options.max_side)
             out = self._deidentify(image, frame.t)
-        except Exception as err:  # fail closed on *anything*: a crash must not leak a face
+        except Exception as err:  # noqa: BLE001 - fail closed on *anything*: a crash must not leak a face
             self.last_error = f"{type(err).__name__}: {err}"[:200]
             self.stats.frames_dropped += 1
             return _blackout(frame, self.options.max_side)

@@ -210,7 +210,7 @@ def body_features_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(feats), -8.0, 8.0).astype(np.float32)
 
 
-def body_features(samples: Sequence["object"]) -> np.ndarray:
+def body_features(samples: Sequence[object]) -> np.ndarray:
     """(T, BODY_DIM) from a sequence of `PoseSample` (landmarks (33, 4)); no person = zeros."""
     lm = np.zeros((len(samples), 33, 4), np.float32)
     for i, s in enumerate(samples):

@@ -253,7 +253,7 @@ class LlmSession:
     def close(self) -> None:
         self._native.close()
 
-    def __enter__(self) -> LlmSession:  # noqa: PYI034 (Self needs Python 3.11)
+    def __enter__(self) -> LlmSession:  # not typing.Self: it needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
