@@ -78,6 +78,9 @@ METHODS: dict[str, dict] = {
     "pitch_only": {"method": "mcadams+pitch", "mcadams_alpha": 1.0},
     "pitch_ff0": {"method": "mcadams+pitch", "formant_follow": 0.0},
     "pitch_ff0.5": {"method": "mcadams+pitch", "formant_follow": 0.5},
+    # the default until 2026-12-06: the silence reference is the session's loudest frame for good,
+    # even a bang's (VoiceDeidOptions.silence_peak_hold_s)
+    "no_hold": {"method": "mcadams+pitch", "silence_peak_hold_s": None},
 }
 
 
@@ -116,6 +119,10 @@ def parse_args() -> argparse.Namespace:
                    help="scale every clip by this gain before de-identification: a quieter or louder microphone "
                         "(the original voices the lazy-informed attacker enrols on stay as recorded; "
                         "results go to voice_privacy_gain<G>.*; default: 0)")
+    p.add_argument("--bang-dbfs", type=float, default=None,
+                   help="before its first clip, every de-identification session hears a bang: 0.3 s of white "
+                        "noise at this RMS level, dBFS, decaying 60 dB over its length (a door slam; results go "
+                        "to voice_privacy_bang<B>.*; default: none)")
     p.add_argument("--emotion-methods", default="mcadams_rand,default,pitch_vtl",
                    help="methods that also get the emotion-retention run (default: %(default)s)")
     return p.parse_args()
@@ -179,10 +186,12 @@ def work(job: tuple) -> list[tuple[str, dict]]:
 
     from edge_app.records import AudioChunk
 
-    data, paths, method, side, want_emb, want_feat, key, gain_db = job
+    data, paths, method, side, want_emb, want_feat, key, gain_db, bang_dbfs = job
     deid = None
     if method != "original":
         deid = VoiceDeidentifier(VoiceDeidOptions(**METHODS[method], seed=session_seed(method, key, side)))
+        if bang_dbfs is not None:
+            deid.process(AudioChunk(0.0, bang(bang_dbfs), 16_000))  # its output is not scored
     out = []
     for path, emb_wanted, feat_wanted in zip(paths, want_emb, want_feat):
         x, sr = sf.read(os.path.join(data, "ravdess_speech", path), dtype="float32")
@@ -202,6 +211,16 @@ def work(job: tuple) -> list[tuple[str, dict]]:
             rec["pfeat"] = prosody_features(x, sr)
         out.append((path, rec))
     return out
+
+
+def bang(rms_dbfs: float, seconds: float = 0.3, sr: int = 16_000) -> np.ndarray:
+    """A door slam: white noise falling 60 dB over `seconds`, scaled to `rms_dbfs` RMS over its
+    loudest 40 ms (the de-identifier's frames), clipped to [-1, 1]."""
+    n = int(seconds * sr)
+    x = np.random.default_rng(0).standard_normal(n) * 10 ** (-3 * np.arange(n) / n)
+    head = x[: int(0.04 * sr)]
+    x *= 10 ** (rms_dbfs / 20) / np.sqrt((head**2).mean())
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def emotion_features(x: np.ndarray, sr: int) -> np.ndarray:
@@ -280,6 +299,7 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
     spec = "original" if method == "original" else json.dumps(
         dataclasses.asdict(VoiceDeidOptions(**METHODS[method])), sort_keys=True, default=str)
     gain = "" if method == "original" or not args.input_gain_db else f"|gain{args.input_gain_db:g}"
+    gain += "" if method == "original" or args.bang_dbfs is None else f"|bang{args.bang_dbfs:g}"
     key = hashlib.sha1(f"{spec}|{side}|{sessions}|{code_hash()}{gain}".encode()).hexdigest()[:12]
     cache_file = Path(args.cache) / f"{side}-{sessions}-{key}.pkl"
     recs: dict = pickle.loads(cache_file.read_bytes()) if cache_file.exists() else {}
@@ -295,7 +315,7 @@ def run_jobs(args, method: str, side: str, clips: list[Clip], emb_paths: set[str
             want_emb = tuple(c.path in emb_paths for c in group)
             want_feat = tuple(c.path in feat_paths for c in group)
             todo.append((args.data, tuple(c.path for c in group), method, side, want_emb, want_feat, gkey,
-                         0.0 if method == "original" else args.input_gain_db))
+                         0.0 if method == "original" else args.input_gain_db, args.bang_dbfs))
     if todo:
         t = time.time()
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -571,7 +591,7 @@ def main() -> None:
         "config": {"quick": args.quick, "enrol_utts": args.enrol_utts, "n_privacy_clips": len(priv),
                    "n_trials": n_trials, "n_target": n_target, "n_emotion_clips": len(emo_clips),
                    "seed": args.seed, "sessions": args.sessions, "code_hash": code_hash(),
-                   "input_gain_db": args.input_gain_db},
+                   "input_gain_db": args.input_gain_db, "bang_dbfs": args.bang_dbfs},
         "original": {"eer": e_orig},
         "methods": {},
     }
@@ -619,7 +639,8 @@ def main() -> None:
               + (f", emo8 {100 * r['emotion8']['test_acc']:.1f}, emo4 {100 * r['emotion4']['test_acc']:.1f}"
                  if with_emo else ""), flush=True)
     res["wall_s"] = time.time() - t_start
-    stem = "voice_privacy" + (f"_gain{args.input_gain_db:g}" if args.input_gain_db else "") + ("_quick" if args.quick else "")
+    stem = ("voice_privacy" + (f"_gain{args.input_gain_db:g}" if args.input_gain_db else "")
+            + (f"_bang{args.bang_dbfs:g}" if args.bang_dbfs is not None else "") + ("_quick" if args.quick else ""))
     write_report(Path(args.out), stem, res, curves)
     print(f"wrote {args.out}/{stem}.json, .md, .png ({res['wall_s']:.0f} s)")
 

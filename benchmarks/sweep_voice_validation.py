@@ -50,6 +50,7 @@ args = type("A", (), {})()
 args.data = os.environ.get("DEEMO_DATA", str(ROOT.parent / "shared" / "data"))
 args.jobs = int(os.environ.get("JOBS", "2"))
 args.cache = str(ROOT / ".cache" / "voice_privacy")
+args.input_gain_db, args.bang_dbfs = 0.0, None  # recorded levels, no bang (bench_voice_privacy's options)
 ACT = range(1, 21)
 clips = [c for c in b.load_clips(b.Path(args.data)) if c.actor in ACT]
 enrol_clips = b.pick_enrolment(clips, ACT, 10, np.random.default_rng(0))

@@ -10,6 +10,7 @@ de-identification, and collects the EERs into one table and plot. `--label` name
 measured (e.g. `before` / `after` a change), so both rows stay in the same file.
 
     python benchmarks/voice_privacy_level.py --label after     # ~3 min
+    python benchmarks/voice_privacy_level.py --label "LABEL" --method default_hold5 --bang-dbfs -6
     python benchmarks/voice_privacy_level.py --report          # table and plot from the JSON
     python benchmarks/voice_privacy_level.py --ravdess-levels  # how loud RAVDESS itself is (~1 min)
 
@@ -33,14 +34,16 @@ OUT = ROOT / "benchmarks/results/voice_privacy_level"
 TARGETS = {"lazy": 0.45, "semi": 0.35}
 
 
-def measure(gain_db: float) -> dict:
-    """One bench_voice_privacy run at `gain_db`: the default method's EERs and real-time factor."""
+def measure(gain_db: float, method: str = "default", bang_dbfs: float | None = None) -> dict:
+    """One bench_voice_privacy run at `gain_db`: the method's EERs and real-time factor (with a
+    bang at `bang_dbfs` before each session's first clip, if given)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "benchmarks/bench_voice_privacy.py"), "--methods", "default", "--no-emotion",
+        cmd = [sys.executable, str(ROOT / "benchmarks/bench_voice_privacy.py"), "--methods", method, "--no-emotion",
                "--sessions", "speaker", "--out", tmp] + (["--input-gain-db", f"{gain_db:g}"] if gain_db else [])  # fmt: skip
+        cmd += ["--bang-dbfs", f"{bang_dbfs:g}"] if bang_dbfs is not None else []
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         res = json.loads(next(Path(tmp).glob("voice_privacy*.json")).read_text())
-    row = res["methods"]["default [speaker]"]
+    row = res["methods"][f"{method} [speaker]"]
     return {
         "eer_lazy": row["eer_lazy"],
         "eer_semi": row["eer_semi"],
@@ -85,6 +88,11 @@ def main() -> None:
     ap.add_argument(
         "--report", action="store_true", help="only rewrite the table and plot from the JSON"
     )
+    ap.add_argument("--method", default="default",
+                    help="bench_voice_privacy.py method measured (default: %(default)s)")
+    ap.add_argument("--bang-dbfs", type=float, default=None,
+                    help="a bang at this level before each session's first clip (bench_voice_privacy.py "
+                         "--bang-dbfs; default: none)")
     ap.add_argument("--ravdess-levels", action="store_true", help="only measure how loud RAVDESS's clips are")
     a = ap.parse_args()
     if a.ravdess_levels:
@@ -100,7 +108,7 @@ def main() -> None:
     if not a.report:
         result[a.label] = {}
         for g in (float(x) for x in a.gains.split(",")):
-            result[a.label][f"{g:g}"] = measure(g)
+            result[a.label][f"{g:g}"] = measure(g, a.method, a.bang_dbfs)
             print(a.label, g, result[a.label][f"{g:g}"], flush=True)
     report.write(OUT, result, markdown, plot)
 
@@ -110,7 +118,8 @@ def markdown(result: dict) -> str:
              ("`python benchmarks/voice_privacy_level.py --label LABEL`: `bench_voice_privacy.py --methods default "
              "--no-emotion --sessions speaker --input-gain-db G` (RAVDESS actors 19-24, Resemblyzer, 10-utterance "
              "enrolment; the lazy-informed attacker enrols on the original recordings). EER lazy / semi-informed; "
-             "targets 45 / 35 %."), "",
+             "targets 45 / 35 %. Rows with a bang: `--bang-dbfs B`, each session first hears a door slam (0.3 s "
+             "of noise at B dBFS, falling 60 dB), then the speech at the column's level."), "",
              "| code | " + " | ".join(f"{g} dB" for g in next(iter(result.values()))) + " |",
              "|---|" + "---|" * len(next(iter(result.values())))]  # fmt: skip
     for label, rows in result.items():
@@ -121,23 +130,21 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     plt = report.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for label, rows in result.items():
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    colours = plt.get_cmap("tab10").colors
+    for i, (label, rows) in enumerate(result.items()):  # one colour per row, solid = lazy, dashed = semi
         g = [float(k) for k in rows]
         for kind, style in (("lazy", "-o"), ("semi", "--s")):
-            ax.plot(
-                g,
-                [100 * r[f"eer_{kind}"] for r in rows.values()],
-                style,
-                label=f"{label}, {kind}-informed",
-            )
+            ax.plot(g, [100 * r[f"eer_{kind}"] for r in rows.values()], style, color=colours[i % len(colours)],
+                    label=f"{label}, {kind}-informed", markersize=4)
     for kind, y in TARGETS.items():
         ax.axhline(100 * y, color="grey", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[0], 100 * y + 0.5, f"{kind} target", fontsize=7, color="grey")
     ax.set_xlabel("input level relative to RAVDESS's recording, dB")
     ax.set_ylabel("speaker-verification EER, %")
-    ax.set_title("Default voice de-identifier vs microphone level (actors 19-24)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("Voice de-identifier vs microphone level (actors 19-24)", fontsize=9)
+    ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
     report.save(fig, path)
 
 

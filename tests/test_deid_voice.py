@@ -7,7 +7,7 @@ import pytest
 from scipy.signal import lfilter
 
 from edge_app.deid.files import voice_gain_db
-from edge_app.deid.pitch import F0_WIN, estimate_f0
+from edge_app.deid.pitch import F0_WIN, SessionPeak, estimate_f0
 from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
 from edge_app.errors import UsageError
 from edge_app.records import AudioChunk, DeidAudio
@@ -113,11 +113,15 @@ def test_speaker_estimate_carries_over_the_session():
     assert deid.speaker.median_hz is None
 
 
-# -50 dB: a quiet microphone, so the output level control is raising it
-@pytest.mark.parametrize("method,gain_db", [("mcadams", 0), ("mcadams+pitch", 0), ("pitch+vtl", 0), ("mcadams+pitch", -50)])
-def test_streaming_equals_whole_file_without_clicks(method, gain_db):
+# -50 dB: a quiet microphone, so the output level control is raising it; hold_s: the silence
+# reference falls after a second of quiet (SessionPeak's loop path)
+@pytest.mark.parametrize("method,gain_db,hold_s", [("mcadams", 0, None), ("mcadams+pitch", 0, None), ("pitch+vtl", 0, None),
+                                                   ("mcadams+pitch", -50, None), ("mcadams+pitch", 0, 1.0)])
+def test_streaming_equals_whole_file_without_clicks(method, gain_db, hold_s):
     x = np.concatenate([synth_voice(110.0, 2.5, seed=1), synth_voice(210.0, 2.5, 0.85, seed=2)]) * 10 ** (gain_db / 20)
-    opts = VoiceDeidOptions(method=method, seed=11)
+    if hold_s is not None:  # then 40 dB quieter: the reference falls in between
+        x[len(x) // 2 :] *= 0.01
+    opts = VoiceDeidOptions(method=method, seed=11, silence_peak_hold_s=hold_s)
     whole = VoiceDeidentifier(opts).process(AudioChunk(0.0, x, SR)).samples
 
     deid = VoiceDeidentifier(opts)
@@ -359,8 +363,29 @@ def test_other_sample_rate_is_resampled(voice):
     assert out.sr == SR and abs(len(out.samples) - len(voice)) <= 1
 
 
+def test_session_peak_holds_through_speech_and_falls_after_a_bang():
+    loud, quieter, quiet = 0.1, 0.02, 1e-3  # quieter: within 20 dB of loud; quiet: 40 dB under
+    speech = np.tile([loud] * 5 + [quieter] * 50, 20)  # loud syllables every 0.55 s
+    for hold in (None, 100):
+        peak = SessionPeak(hold, release_db=0.06)
+        assert np.allclose(peak.thresholds(speech, 30.0, 1.0), loud * 10 ** (-30 / 20))  # never falls in speech
+    bang_then_quiet = np.concatenate([[1.0], np.full(2000, quiet)])
+    kept = SessionPeak(None).thresholds(bang_then_quiet, 30.0, 1.0)
+    assert kept[-1] == pytest.approx(10 ** (-30 / 20))  # the bang's reference for good
+    peak = SessionPeak(100, release_db=0.06)
+    falls = peak.thresholds(bang_then_quiet, 30.0, 1.0)
+    assert np.all(falls[:101] == falls[0])  # held 100 frames (1 s), then falling 6 dB/s ...
+    assert falls[200] == pytest.approx(falls[0] * 10 ** (-6 / 20))
+    assert peak.value == pytest.approx(quiet * 10, rel=0.01)  # ... until the frames are within 20 dB of it
+    # thresholds depend only on frames already heard: any split gives the same
+    again = SessionPeak(100, release_db=0.06)
+    parts = [again.thresholds(bang_then_quiet[a:b], 30.0, 1.0) for a, b in ((0, 7), (7, 150), (150, 2001))]
+    assert np.array_equal(np.concatenate(parts), falls)
+
+
 def test_bad_options_are_usage_errors():
-    for bad in ({"output_level_dbfs": 0.0}, {"max_output_gain_db": -1.0}):
+    for bad in ({"output_level_dbfs": 0.0}, {"max_output_gain_db": -1.0}, {"silence_peak_hold_s": -1.0},
+                {"silence_peak_release_db_per_s": 0.0}):
         with pytest.raises(UsageError):
             VoiceDeidOptions(**bad).validate()
     with pytest.raises(UsageError):

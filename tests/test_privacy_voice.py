@@ -66,6 +66,27 @@ def embeddings(clips):
     return orig, anon, quiet
 
 
+def door_slam(sr: int = SR) -> np.ndarray:
+    """0.3 s of white noise near -6 dBFS, falling 60 dB (bench_voice_privacy.bang)."""
+    n = int(0.3 * sr)
+    return (0.5 * np.random.default_rng(0).standard_normal(n) * 10 ** (-3 * np.arange(n) / n)).clip(-1, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def after_a_bang(clips) -> dict:
+    """Each actor's 8 clips, 45 dB quieter, as one session that starts with a door slam."""
+    from edge_app.eval.speaker import embed, load_encoder
+
+    encoder = load_encoder(threads=1)
+    out = {}
+    for actor, wavs in clips.items():
+        deid = VoiceDeidentifier(VoiceDeidOptions(seed=7 * actor))
+        deid.process(AudioChunk(0.0, door_slam(), SR))
+        outs = [deid.process(AudioChunk(0.0, w * 10 ** (QUIET_DB / 20), SR)).samples for w in wavs]
+        out[actor] = np.stack([embed(encoder, w) for w in outs])
+    return out
+
+
 def _verification(enrol_embs: dict, test_embs: dict) -> tuple[float, float, float]:
     """(EER, mean target score, mean non-target score) with 4 + 4 utterances per actor."""
     from edge_app.eval.speaker import eer, enrol, trial_scores
@@ -110,3 +131,16 @@ def test_a_quiet_microphone_does_not_weaken_anonymisation(embeddings):
     eer_quiet, tgt_quiet, _ = _verification(orig, quiet)
     assert tgt_quiet < tgt_orig - 0.1, (tgt_quiet, tgt_orig)
     assert eer_quiet >= eer_orig + 0.2, (eer_quiet, eer_orig)
+
+
+def test_a_bang_does_not_leave_quiet_speech_unprotected(embeddings, after_a_bang):
+    """Silence is judged against the session's loudest frame; until 2026-12-06 a door slam
+    stayed that reference for good, and speech 45 dB under RAVDESS's level then counted as
+    silence (benchmark, -40 dB after a -6 dBFS bang: lazy-informed EER 23.2 %). Now the
+    reference falls after 5 s without a frame near it. The test utterances are the session's
+    last four (from about 14 s on); the first ones, within hold + release, are not scored."""
+    orig, _, _ = embeddings
+    eer_orig, tgt_orig, _ = _verification(orig, orig)
+    eer_bang, tgt_bang, _ = _verification(orig, after_a_bang)
+    assert tgt_bang < tgt_orig - 0.1, (tgt_bang, tgt_orig)
+    assert eer_bang >= eer_orig + 0.2, (eer_bang, eer_orig)

@@ -50,7 +50,7 @@ def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config(),
     Boersma's normalised autocorrelation (signal ACF divided by the window's
     ACF) with parabolic peak interpolation; unvoiced frames get F0 = 0.
     `silence_rms`, one per frame, replaces `cfg.silence_rms` (the de-identifier
-    passes thresholds relative to the session's level, `relative_silence`).
+    passes thresholds relative to the session's level, `SessionPeak`).
     """
     f0 = np.zeros(len(frames))
     voiced = np.zeros(len(frames), dtype=bool)
@@ -77,15 +77,51 @@ def estimate_f0(frames: np.ndarray, cfg: F0Config = F0Config(),
     return f0, voiced
 
 
-def relative_silence(rms: np.ndarray, peak: float, below_peak_db: float, ceiling: float) -> tuple[np.ndarray, float]:
-    """Per-frame silence thresholds for consecutive frames with levels `rms`: `below_peak_db`
-    under the loudest frame so far (`peak` before these, then each frame included), capped at
-    the absolute `ceiling`; never under 1e-7 (-140 dBFS: digital silence). Returns them and
-    the new peak. Why: with absolute thresholds alone a quiet microphone's speech counted as
-    silence and went through the de-identifier nearly untouched."""
-    peaks = np.maximum.accumulate(np.concatenate([[peak], rms]))[1:] if len(rms) else np.zeros(0)
-    thresholds = np.clip(peaks * 10 ** (-below_peak_db / 20), 1e-7, ceiling)
-    return thresholds, float(peaks[-1]) if len(rms) else peak
+class SessionPeak:
+    """The level that silence is judged against, in a session: its loudest frame (RMS).
+
+    Per-frame silence thresholds are `below_peak_db` under it, capped at an absolute
+    `ceiling`, never under 1e-7 (-140 dBFS: digital silence). Why relative: with absolute
+    thresholds alone a quiet microphone's speech counted as silence and went through the
+    de-identifier nearly untouched.
+
+    `hold_frames` None: the loudest frame of the whole session so far. Otherwise the peak is
+    held while frames keep coming within `refresh_db` of it; after `hold_frames` frames with
+    none that close it falls by `release_db` per frame (never below the current frame) until
+    one comes close again. Why it may fall: a bang early in a session otherwise raises the
+    reference for good, and quiet speech after it is judged silent. Why only then: in speech
+    the loudest syllables recur within seconds, so the reference stays where it was.
+    Every threshold depends only on frames already heard (streamed = whole-file output)."""
+
+    def __init__(self, hold_frames: int | None = None, release_db: float = 0.06, refresh_db: float = 20.0) -> None:
+        self.hold_frames, self.release_db, self.refresh_db = hold_frames, release_db, refresh_db
+        self.value = 0.0
+        self._age = 0  # frames since one came within refresh_db of the peak
+
+    def thresholds(self, rms: np.ndarray, below_peak_db: float, ceiling: float) -> np.ndarray:
+        """Thresholds for consecutive frames with levels `rms` (updates the peak)."""
+        if not len(rms):
+            return np.zeros(0)
+        if self.hold_frames is None:
+            peaks = np.maximum.accumulate(np.concatenate([[self.value], rms]))[1:]
+        else:
+            peaks = self._held(rms)
+        self.value = float(peaks[-1])
+        return np.clip(peaks * 10 ** (-below_peak_db / 20), 1e-7, ceiling)
+
+    def _held(self, rms: np.ndarray) -> np.ndarray:
+        near, fall = 10 ** (-self.refresh_db / 20), 10 ** (-self.release_db / 20)
+        peak, age, out = self.value, self._age, np.empty(len(rms))
+        for i, r in enumerate(rms.tolist()):  # 100 frames a second: a loop costs nothing here
+            if r >= peak * near:
+                peak, age = max(peak, r), 0
+            else:
+                age += 1
+                if age > self.hold_frames:
+                    peak = max(peak * fall, r)
+            out[i] = peak
+        self._age = age
+        return out
 
 
 class RunningMedianF0:
