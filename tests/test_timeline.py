@@ -189,6 +189,28 @@ def test_live_timeline_drawing_process_that_died_is_started_again(sample_result:
     assert sink._process._child is None and first.returncode != 0  # closed, after a second process drew
 
 
+def test_live_timeline_drawing_that_hangs_does_not_hold_up_the_stop(sample_result: dict, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    def never_answers(self: timeline.DrawingProcess) -> subprocess.Popen:  # reads a request, then hangs
+        if self._child is None:
+            self._child = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(120)"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return self._child
+
+    monkeypatch.setattr(timeline.DrawingProcess, "_running", never_answers)
+    sink = timeline.TimelineSink(tmp_path / "t.png", every_s=0)
+    sink.CLOSE_WAIT_S = 0.5
+    sink.publish(sample_result["windows"][0])
+    t0 = time.monotonic()
+    sink.close()
+    assert time.monotonic() - t0 < 5.0
+    assert "did not finish" in caplog.text and not (tmp_path / "t.png").exists()
+    assert not sink._drawer.is_alive()
+
+
 def test_live_timeline_without_matplotlib_names_the_config_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edge_app.sinks import OutputOptions, open_sinks
 

@@ -217,7 +217,8 @@ class TimelineSink:
     (benchmarks/bench_timeline.py: a window's analysis took 4-6x longer while a thread here drew).
     A drawing in progress is not queued behind: the newest copy replaces any not yet started.
     The picture is written to a temporary name and renamed, so a viewer never reads half a
-    PNG; a failed drawing is logged and the run goes on."""
+    PNG; a failed drawing is logged and the run goes on, and `close` waits at most
+    CLOSE_WAIT_S for the last picture (then ends the drawing process), so a stop stays quick."""
 
     def __init__(self, path: str | Path, every_s: float = 10.0, max_windows: int = 600,
                  title: str = "live") -> None:
@@ -249,13 +250,23 @@ class TimelineSink:
         with self._wake:
             return self._wake.wait_for(lambda: self._waiting is None and not self._busy, timeout)
 
+    # how long close() waits for the last picture (a drawing takes under a second, the
+    # drawing process's start about one more) before it gives up on it: a live run stops in time
+    CLOSE_WAIT_S = 5.0
+
     def close(self) -> None:
         if self._dirty:
             self._hand_over(time.monotonic())
         with self._wake:
             self._closing = True
             self._wake.notify_all()
-        self._drawer.join()
+        self._drawer.join(self.CLOSE_WAIT_S)
+        if self._drawer.is_alive():  # a drawing that hangs must not hold up a stop
+            log.warning("timeline %s: the last drawing did not finish within %g s; not drawn", self.path, self.CLOSE_WAIT_S)
+            with self._wake:
+                self._waiting = None
+            self._process.kill()
+            self._drawer.join(self.CLOSE_WAIT_S)
         self._process.close()
 
     def _hand_over(self, now: float) -> None:
@@ -315,6 +326,11 @@ class DrawingProcess:
         answer = json.loads(reply)
         if "error" in answer:
             raise (ValueError if answer.get("kind") == "ValueError" else OSError)(answer["error"])
+
+    def kill(self) -> None:
+        """End the drawing process now (a drawing waiting for it then fails with OSError)."""
+        if self._child is not None:
+            self._child.kill()
 
     def close(self) -> None:
         child, self._child = self._child, None
