@@ -185,13 +185,14 @@ def work(job: tuple) -> list[tuple[str, dict]]:
     import soundfile as sf
 
     from edge_app.records import AudioChunk
+    from edge_app.synth import door_slam
 
     data, paths, method, side, want_emb, want_feat, key, gain_db, bang_dbfs = job
     deid = None
     if method != "original":
         deid = VoiceDeidentifier(VoiceDeidOptions(**METHODS[method], seed=session_seed(method, key, side)))
         if bang_dbfs is not None:
-            deid.process(AudioChunk(0.0, bang(bang_dbfs), 16_000))  # its output is not scored
+            deid.process(AudioChunk(0.0, door_slam(bang_dbfs), 16_000))  # its output is not scored
     out = []
     for path, emb_wanted, feat_wanted in zip(paths, want_emb, want_feat):
         x, sr = sf.read(os.path.join(data, "ravdess_speech", path), dtype="float32")
@@ -211,16 +212,6 @@ def work(job: tuple) -> list[tuple[str, dict]]:
             rec["pfeat"] = prosody_features(x, sr)
         out.append((path, rec))
     return out
-
-
-def bang(rms_dbfs: float, seconds: float = 0.3, sr: int = 16_000) -> np.ndarray:
-    """A door slam: white noise falling 60 dB over `seconds`, scaled to `rms_dbfs` RMS over its
-    loudest 40 ms (the de-identifier's frames), clipped to [-1, 1]."""
-    n = int(seconds * sr)
-    x = np.random.default_rng(0).standard_normal(n) * 10 ** (-3 * np.arange(n) / n)
-    head = x[: int(0.04 * sr)]
-    x *= 10 ** (rms_dbfs / 20) / np.sqrt((head**2).mean())
-    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def emotion_features(x: np.ndarray, sr: int) -> np.ndarray:

@@ -13,7 +13,8 @@ A scene is a large still "world" image made of these photos (several people,
 several sizes, mirrored and rotated copies); a virtual camera then pans, zooms
 and rolls over it, which gives the detectors motion, scale change and rotation.
 Clips are written with PyAV (libx264, yuv420p), optionally with a mono audio
-track given as a numpy array.
+track given as a numpy array. `door_slam` is the loud transient that the voice
+privacy test and benchmark play before quiet speech.
 """
 
 from __future__ import annotations
@@ -313,6 +314,16 @@ def fit_audio(audio: np.ndarray, length: int) -> np.ndarray:
     if len(audio) >= length:
         return audio[:length]
     return np.concatenate([audio, np.zeros(length - len(audio), np.float32)])
+
+
+def door_slam(rms_dbfs: float = -6.0, seconds: float = 0.3, sr: int = 16_000) -> np.ndarray:
+    """A door slam: white noise falling 60 dB over `seconds`, scaled to `rms_dbfs` RMS over its
+    loudest 40 ms (the de-identifier's frames), clipped to [-1, 1]."""
+    n = int(seconds * sr)
+    x = np.random.default_rng(0).standard_normal(n) * 10 ** (-3 * np.arange(n) / n)
+    head = x[: int(0.04 * sr)]
+    x *= 10 ** (rms_dbfs / 20) / np.sqrt((head**2).mean())
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def read_mono(path: str, sr: int = 16_000) -> np.ndarray:

@@ -16,6 +16,7 @@ import pytest
 
 from edge_app.deid.voice import VoiceDeidentifier, VoiceDeidOptions
 from edge_app.records import AudioChunk
+from edge_app.synth import door_slam
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DEEMO_DATA", ROOT.parent / "shared" / "data")) / "ravdess_speech"
@@ -66,12 +67,6 @@ def embeddings(clips):
     return orig, anon, quiet
 
 
-def door_slam(sr: int = SR) -> np.ndarray:
-    """0.3 s of white noise near -6 dBFS, falling 60 dB (bench_voice_privacy.bang)."""
-    n = int(0.3 * sr)
-    return (0.5 * np.random.default_rng(0).standard_normal(n) * 10 ** (-3 * np.arange(n) / n)).clip(-1, 1).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def after_a_bang(clips) -> dict:
     """Each actor's 8 clips, 45 dB quieter, as one session that starts with a door slam."""
@@ -81,7 +76,7 @@ def after_a_bang(clips) -> dict:
     out = {}
     for actor, wavs in clips.items():
         deid = VoiceDeidentifier(VoiceDeidOptions(seed=7 * actor))
-        deid.process(AudioChunk(0.0, door_slam(), SR))
+        deid.process(AudioChunk(0.0, door_slam(-6.0), SR))
         outs = [deid.process(AudioChunk(0.0, w * 10 ** (QUIET_DB / 20), SR)).samples for w in wavs]
         out[actor] = np.stack([embed(encoder, w) for w in outs])
     return out

@@ -45,8 +45,8 @@ CATEGORY_COLOURS = {
 def plot_timeline(result: dict[str, Any], path: str | Path) -> Path:
     """Write the timeline of one analysed file as PNG; returns the path.
 
-    Drawn on a bare `Figure` (no pyplot and its global figure list), so the live sink can
-    draw on its own thread."""
+    Drawn on a bare `Figure` (no pyplot, its global figure list or its backend switch): the
+    same code runs in `deemo-edge file --plot` and in the live sink's drawing process."""
     figure_class = _figure_class()
     windows = result.get("windows") or []
     events = [e for w in windows for e in ((w.get("cues") or {}).get("body") or {}).get("events", [])]
