@@ -30,12 +30,11 @@ import numpy as np
 from edge_app.encoders.features import AUDIO_DIM, N_MELS
 from export import audio_data, default_data
 from export.models import EncoderConfig
-from export.train import predict, scores, spec_augment, train_encoder
+from export.train import FOUR, predict, scores, spec_augment, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"d": 96, "dropout": 0.3, "crop": 200, "epochs": 12, "lr": 2e-3, "batch": 32, "seeds": 1}
 FOLDS = audio_data.CV_FOLDS
-FOUR = [0, 2, 3, 4]  # neutral, happy, sad, angry
 
 
 def load(cache: Path, data: Path) -> dict[int, dict[int, list]]:

@@ -52,10 +52,9 @@ import report  # benchmarks/report.py (this script's folder is on sys.path)
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from export import audio_data, default_data
-from export.train import scores
+from export.train import FOUR, scores
 
 SR = audio_data.SR
-FOUR = [0, 2, 3, 4]  # neutral, happy, sad, angry
 OUT = ROOT / "benchmarks/results/audio_robustness"
 
 

@@ -59,10 +59,16 @@ from export.models import (
     Projector,
     checkpoint,
 )
-from export.train import fuse_embedding_head, predict, scores, train_audio_encoder, train_encoder
+from export.train import (
+    FOUR,
+    fuse_embedding_head,
+    predict,
+    scores,
+    train_audio_encoder,
+    train_encoder,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
 # time-axis range of the TensorRT optimisation profiles (frames)
 TRT_PROFILES = {"audio": (32, 400, 1500), "audio_session": (32, 400, 1500), "body": (4, 40, 100)}
 

@@ -37,10 +37,9 @@ from tqdm import tqdm
 from edge_app.records import LABELS
 from export import audio_data, body_data, default_data, judge
 from export.onnx_export import run_onnx, runtime_probs
-from export.train import scores
+from export.train import FOUR, scores
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
 
 
 def plot_confusion(y: np.ndarray, pred: np.ndarray, labels: list[str], title: str, path: Path) -> None:

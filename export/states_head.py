@@ -43,11 +43,10 @@ from edge_app.encoders.whisper import DEPTH, PACKAGE_PIN, POOLED_DIM
 from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export, voice_session
 from export.models import StatesHead
-from export.train import choose_fusion_weight, fit_lda, scores
+from export.train import FOUR, choose_fusion_weight, fit_lda, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = "audio_states_head.onnx"
-FOUR = [0, 2, 3, 4]
 
 
 def export_head(head: StatesHead, path: Path) -> Path:

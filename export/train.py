@@ -56,6 +56,10 @@ def predict(model: CueEncoder, xs: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([torch.softmax(model(torch.from_numpy(x)[None])[1], -1)[0].numpy() for x in xs])
 
 
+# the 4-class task: the labels that both RAVDESS and the motion capture have
+FOUR = [LABELS.index(x) for x in ("neutral", "happy", "sad", "angry")]
+
+
 def scores(y: np.ndarray, p: np.ndarray, subset: Sequence[int] | None = None) -> dict[str, float]:
     """Accuracy and macro-F1; with `subset`, only those classes, predicted among them."""
     if subset is not None:

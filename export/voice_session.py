@@ -43,11 +43,10 @@ from edge_app.records import LABELS
 from export import audio_data, default_data, onnx_export
 from export.audio_data import Session
 from export.models import CueEncoder, FusedEncoder, checkpoint
-from export.train import fuse_embedding_head, scores, train_audio_encoder
+from export.train import FOUR, fuse_embedding_head, scores, train_audio_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "audio_session"
-FOUR = [0, 2, 3, 4]  # neutral, happy, sad, angry
 MIN_WINDOWS_GRID = (1, 2, 3, 5, 8, 12, 20)
 REPORT = ROOT / "benchmarks" / "results" / "voice_session.md"
 
