@@ -154,6 +154,7 @@ def stage_audio(a: argparse.Namespace) -> Stage:
         "val_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "val"}),
         "test_actors": sorted({u.actor for u in utts if audio_data.split_of(u.actor) == "test"}),
         "n_train": len(tx), "n_val": len(vx), "n_test": len(ex),
+        "deid_fingerprint": audio_data.deid_fingerprint(),  # tests/test_encoders.py checks it against the code
         "train_copies": f"1 clean + {copies} augmented (room RIR, band-limit, 8 kHz codec, noise, gain) per utterance, "
                         f"each de-identified on its own and again within one session per speaker and copy "
                         f"(export/audio_data.build_session_cache); selected on validation both ways",

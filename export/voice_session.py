@@ -177,6 +177,7 @@ def build(a: argparse.Namespace, manifest: dict, epochs: int) -> dict:
         "split": {
             "sessions": "one VoiceDeidentifier session per actor and copy, clips in a random order; "
                         f"{copies} augmented train copies, one random room/microphone/noise condition per session",
+            "deid_fingerprint": audio_data.deid_fingerprint(),
             "train_actors": sorted({s.actor for s in train}), "val_actors": sorted({s.actor for s in val}),
             "augmented_sessions": copies, "test_actors": sorted({s.actor for s in test}), "n_train": len(tx), "n_val": len(vx),
             "n_test": int(sum(len(s.labels) for s in test)),
