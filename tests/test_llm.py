@@ -15,7 +15,12 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 from edge_app.errors import ModelError
 from edge_app.llm import LlmOptions, LlmSession, find_bundled_gguf
-from edge_app.llm.reasoning import filter_reasoning, mentioned_cues, template_reasoning
+from edge_app.llm.reasoning import (
+    filter_reasoning,
+    invented_cue_words,
+    mentioned_cues,
+    template_reasoning,
+)
 from edge_app.records import LABELS
 
 CUE_SETS = [
@@ -233,6 +238,17 @@ def test_filter_drops_invented_cues():
     )
     assert filter_reasoning(text, cues) == "The hand is at the face. The voice has trembling pitch."
     assert filter_reasoning("Nothing relevant here.", cues) == ""
+
+
+def test_filter_drops_sentences_that_cite_spoken_content():
+    # the stage-3 adapter of 2026-12-07 on RAVDESS test clips: nothing is transcribed on the
+    # device, so "the given sentence" is a cue it never had
+    cues = ["voice: falling pitch (-3.8 st/s)", "voice: long pauses (longest 1.1 s)"]
+    text = "The voice has falling pitch and long pauses, which matches the description of angry in the given sentence."
+    assert invented_cue_words(text, cues) == {"sentence"}
+    assert filter_reasoning(text, cues) == ""
+    kept = "The voice has falling pitch and long pauses, which suggests sadness."
+    assert filter_reasoning(text + " " + kept, cues) == kept
 
 
 def test_filter_drops_a_pitch_level_the_device_never_measures():

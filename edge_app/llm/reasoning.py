@@ -34,7 +34,11 @@ BODY_WORDS = _words(
 )
 # Never given (de-identified input), so always invented when named.
 FACE_WORDS = _words("smile smiling frown frowning eye eyes brow brows mouth lips tears crying")
-_CUE_VOCAB = VOICE_WORDS | BODY_WORDS | FACE_WORDS
+# Never given either: the device does not transcribe speech, so "matches the description of
+# angry in the given sentence" cites content it never had (the stage-3 adapter of 2026-12-07
+# wrote that on 11 of 240 test clips; export/judge.py counts it as "spoken words / content").
+CONTENT_WORDS = _words("subtitle subtitles sentence sentences statement statements wording lyrics transcript")
+_CUE_VOCAB = VOICE_WORDS | BODY_WORDS | FACE_WORDS | CONTENT_WORDS
 
 _STOP = _words(
     "a an the to of and or in on at for with from by is are was were be been s ms sec "
