@@ -217,16 +217,6 @@ def test_manifest_hashes_match_files() -> None:
         assert entry["opset"] >= 17
 
 
-def trained_deid_fingerprint(entry: dict) -> str | None:
-    """The voice de-identifier fingerprint a manifest entry was trained on (a field since
-    2026-12-07; before, only inside the audio entry's dataset description)."""
-    import re
-
-    split = entry.get("split", {})
-    found = re.search(r"de-identifier fingerprint ([0-9a-f]{10})", split.get("dataset", ""))
-    return split.get("deid_fingerprint") or (found.group(1) if found else None)
-
-
 @pytest.mark.skipif(not (MODELS / "manifest.json").exists(), reason="models/ not built")
 def test_audio_models_were_trained_on_the_voice_deidentifier_the_runtime_runs() -> None:
     """The audio models learn from the de-identifier's own output (issue 3): after a change
@@ -242,9 +232,8 @@ def test_audio_models_were_trained_on_the_voice_deidentifier_the_runtime_runs() 
     built = manifest["versions"]["python"].rsplit(".", 1)[0]
     if platform.python_version().rsplit(".", 1)[0] != built:
         pytest.skip(f"models/ were built with Python {built}: the fingerprint is only comparable there")
-    audio = manifest["models"]["audio"]
     for name in ("audio", "audio_session"):
-        trained = trained_deid_fingerprint(manifest["models"][name]) or trained_deid_fingerprint(audio)
+        trained = manifest["models"][name]["split"].get("deid_fingerprint")
         assert trained == deid_fingerprint(), (
             f"models/ {name} was trained on voice de-identifier {trained}, the code is {deid_fingerprint()}: "
             "rebuild the audio side (python -m export.build_engines --only audio) and re-measure")
