@@ -43,16 +43,12 @@ def clip_probs(models: Path, cache: Path, utts: list, split: str) -> tuple[np.nd
 
 def session_probs(models: Path, cache: Path, utts: list, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels and runtime probabilities of the split's clips, one session per speaker."""
-    manifest = json.loads((models / "manifest.json").read_text())
     sessions = audio_data.load_sessions(utts, cache, split, range(1), seed)
-    states = voice_session.session_states(sessions)
-    pw = onnx_export.run_onnx(models / manifest["models"]["audio"]["onnx"], voice_session.window_inputs(sessions))
-    head = manifest["models"][voice_session.NAME]
-    pc = onnx_export.run_onnx(models / head["onnx"], voice_session.flatten(sessions, causal=True)[0])
-    q = voice_session.runtime_answers(onnx_export.runtime_probs(models, "audio", pw, states),
-                                      onnx_export.runtime_probs(models, voice_session.NAME, pc, states),
-                                      voice_session.positions(sessions), head["min_windows"])
-    return voice_session.session_labels(sessions), q
+    y, (window_p, head_p) = voice_session.session_labels(sessions), voice_session.session_runtime_probs(models, sessions)
+    if head_p is None:  # nothing cached (score_folder says so), or no session head: the window encoder answers
+        return y, window_p
+    min_windows = json.loads((models / "manifest.json").read_text())["models"][voice_session.NAME]["min_windows"]
+    return y, voice_session.runtime_answers(window_p, head_p, voice_session.positions(sessions), min_windows)
 
 
 def score_folder(models: Path, cache: Path, data: Path, seed: int) -> dict:

@@ -201,18 +201,31 @@ def validation_session_windows(models: Path, cache: Path, data: Path, seed: int 
     sessions = audio_data.load_sessions(utts, cache, "val", range(1), seed)
     stems = [st for s in sessions for st in s.stems]
     cues = voice_cues([{u.stem: u for u in utts}[st] for st in stems], cache, seed)
+    window_p, head_p = session_runtime_probs(models, sessions)
     window_onnx = models / manifest["models"]["audio"]["onnx"]
-    feats, states = window_inputs(sessions), session_states(sessions)
-    head = manifest["models"].get(NAME)
     return {
-        "items": [{"tokens": t, "cues": cues[st]} for t, st in zip(run_tokens(window_onnx, feats), stems)],
+        "items": [{"tokens": t, "cues": cues[st]} for t, st in zip(run_tokens(window_onnx, window_inputs(sessions)), stems)],
         "y": session_labels(sessions),
         "position": positions(sessions),
-        "window_p": onnx_export.runtime_probs(models, "audio", onnx_export.run_onnx(window_onnx, feats), states)
-                    if feats else np.zeros((0, len(LABELS))),
-        "head_p": onnx_export.runtime_probs(models, NAME, onnx_export.run_onnx(models / head["onnx"], flatten(sessions, causal=True)[0]), states)
-        if head and feats else None,
+        "window_p": window_p,
+        "head_p": head_p,
     }
+
+
+def session_runtime_probs(models: Path, sessions: Sequence[Session]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per window of `sessions`, the probabilities of the window encoder and of the session
+    head (causal running average), each fused with the Whisper-states head as the runtime
+    fuses them; the head's are None when `models` has no session head (or no window)."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    feats, states = window_inputs(sessions), session_states(sessions)
+    if not feats:
+        return np.zeros((0, len(LABELS))), None
+    window_p = onnx_export.runtime_probs(models, "audio", onnx_export.run_onnx(models / manifest["models"]["audio"]["onnx"], feats), states)
+    head = manifest["models"].get(NAME)
+    if head is None:
+        return window_p, None
+    head_p = onnx_export.run_onnx(models / head["onnx"], flatten(sessions, causal=True)[0])
+    return window_p, onnx_export.runtime_probs(models, NAME, head_p, states)
 
 
 def choose_prior_weight(models: Path, cache: Path, data: Path, lora: str | None, seed: int = 0, threads: int = 1,
