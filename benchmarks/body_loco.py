@@ -22,6 +22,10 @@ encoder's dilations (body_data.DILATIONS) were chosen:
     d96        train4s with 96 channels instead of 64
     dil8_shape dil8 with random body proportions (width, height x 0.9-1.1 each, per window)
     dil8_roll  dil8 with a random camera roll (the image turned by up to +-10 degrees)
+    dil8_att1  dil8 with one self-attention block after the convs (every frame sees the window)
+    att2       a small transformer: the stem, one conv block (dilation 1), two self-attention blocks
+    stgcn      dil8 with two skeleton graph conv blocks (ST-GCN units, 16 channels per joint) in
+               place of the first conv, which mixes every joint with every other at once
 
     python benchmarks/body_loco.py                      # all variants, 9-22 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
@@ -60,6 +64,8 @@ class Recipe:
     eval_s: float = 3.0  # held-out window length, seconds
     d: int = 64  # encoder channels
     dilations: tuple[int, ...] = (1, 2, 4)  # one residual conv block per dilation
+    attention_layers: int = 0  # self-attention blocks after the convs (export.models.AttentionBlock)
+    graph_layers: int = 0  # skeleton graph conv blocks before them (export.models.GraphStem)
     extra: body_data.ExtraAugment = field(default_factory=body_data.ExtraAugment)  # augmentations tried and not adopted
 
 
@@ -80,6 +86,9 @@ RECIPES = {
                          extra=body_data.ExtraAugment(shape=0.1)),
     "dil8_roll": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8),
                         extra=body_data.ExtraAugment(roll_deg=10.0)),
+    "dil8_att1": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8), attention_layers=1),
+    "att2": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1,), attention_layers=2),
+    "stgcn": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8), graph_layers=2),
 }
 
 
@@ -100,7 +109,8 @@ def fold(clips: list, styles: list[str], held_out: str, recipe: Recipe, seed: in
             ex.append(w), ey.append(c.emotion), eid.append(i)
     ey, eid = np.array(ey), np.array(eid)
     cfg = EncoderConfig(in_dim=BODY_DIM, n_classes=4, d=recipe.d, k_tokens=4, n_aux=len(styles), downsample=0, dropout=0.3,
-                        dilations=recipe.dilations)
+                        dilations=recipe.dilations, attention_layers=recipe.attention_layers,
+                        graph_layers=recipe.graph_layers)
     model, _ = train_encoder(cfg, tx, np.array(ty), ex[:8], ey[:8], crop=round(recipe.train_s * BODY_FPS), epochs=recipe.epochs, batch=32, lr=3e-3, seed=seed,
                              aux_y=np.array(ts), patience=10**6, keep_best=False, desc=held_out)  # fmt: skip
     p = predict(model, ex)

@@ -1,6 +1,7 @@
 """The cue encoder (one class for audio and body) and its projector into the LLM space.
 
-frames (B, T, F) -> strided/dilated temporal convs -> attention pooling into K tokens
+frames (B, T, F) -> [skeleton graph convs (body) ->] strided/dilated temporal convs
+[-> self-attention blocks] -> attention pooling into K tokens
 (B, K, D) -> class logits; the projector (MLP) maps each token to the LLM's
 embedding width (576 for SmolLM2-135M). No padding masks: training uses equal-length
 crops and the runtime runs one window at a time, so the ONNX graph needs only a
@@ -15,6 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_app.encoders.features import BODY_JOINTS
+
+# MediaPipe-33 bones between the joints the body features hold (landmarks 11-32: shoulders,
+# arms, hands, hips, legs, feet), for the skeleton graph convolutions
+BODY_BONES = ((11, 12), (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18),
+              (16, 20), (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (25, 27), (27, 29), (27, 31),
+              (29, 31), (24, 26), (26, 28), (28, 30), (28, 32), (30, 32))  # fmt: skip
+PER_JOINT = 5  # x, y, dx, dy, visibility (edge_app.encoders.features.body_features_from_landmarks)
+
 
 @dataclass
 class EncoderConfig:
@@ -25,6 +35,10 @@ class EncoderConfig:
     n_aux: int = 0  # auxiliary classes (body: the 15 motion styles), 0 = none
     downsample: int = 2  # number of stride-2 stages (audio 100 fps -> 25 fps)
     dilations: tuple[int, ...] = (1, 2, 4)
+    attention_layers: int = 0  # pre-norm self-attention blocks after the convs (a small transformer), 0 = none
+    heads: int = 4
+    graph_layers: int = 0  # body only: skeleton graph conv blocks (ST-GCN) in place of the first conv, 0 = none
+    graph_channels: int = 16  # channels per joint in those blocks
     dropout: float = 0.2
     llm_dim: int = 576
 
@@ -43,6 +57,83 @@ class ConvBlock(nn.Module):
         return x + self.drop(F.gelu(self.norm(self.conv(x))))
 
 
+def skeleton_adjacency() -> torch.Tensor:
+    """(J, J) symmetric-normalised adjacency of BODY_JOINTS with self-loops, D^-1/2 (A + I) D^-1/2."""
+    index = {j: i for i, j in enumerate(BODY_JOINTS)}
+    a = torch.eye(len(BODY_JOINTS))
+    for u, v in BODY_BONES:
+        a[index[u], index[v]] = a[index[v], index[u]] = 1.0
+    d = a.sum(1).rsqrt()
+    return d[:, None] * a * d[None, :]
+
+
+class GraphBlock(nn.Module):
+    """An ST-GCN unit (Yan et al., AAAI 2018) on (B, C, T, J): each joint mixes with its skeleton
+    neighbours (the normalised adjacency times a learned importance per edge), then a temporal
+    conv runs along each joint's own track; residual. The weights are shared by every joint, so
+    what is learned about an elbow's swing carries over to a knee's."""
+
+    def __init__(self, c: int, dropout: float) -> None:
+        super().__init__()
+        self.register_buffer("adjacency", skeleton_adjacency())
+        self.importance = nn.Parameter(torch.ones(len(BODY_JOINTS), len(BODY_JOINTS)))
+        self.spatial = nn.Conv2d(c, c, 1)
+        self.temporal = nn.Conv2d(c, c, (5, 1), padding=(2, 0))
+        self.norm1, self.norm2 = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.einsum("bctj,jk->bctk", self.spatial(x), self.adjacency * self.importance)
+        h = self.norm2(self.temporal(F.relu(self.norm1(h))))
+        return F.relu(x + self.drop(h))
+
+
+class GraphStem(nn.Module):
+    """Body features (B, F, T) -> (B, D, T) through skeleton graph convs: each joint's five
+    channels lifted to `graph_channels`, `graph_layers` GraphBlocks, then the joints flattened
+    (each keeps its identity) together with the hips' velocity into D channels."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.joints, c = len(BODY_JOINTS), cfg.graph_channels
+        self.extra = cfg.in_dim - self.joints * PER_JOINT  # the hips' velocity
+        # ReLU as in ST-GCN, not GELU: on J times as many activations its backward pass was
+        # a quarter of the training time
+        self.lift = nn.Sequential(nn.Conv2d(PER_JOINT, c, 1), nn.BatchNorm2d(c), nn.ReLU())
+        self.graph = nn.Sequential(*[GraphBlock(c, cfg.dropout) for _ in range(cfg.graph_layers)])
+        self.out = nn.Sequential(nn.Conv1d(c * self.joints + self.extra, cfg.d, 1), nn.BatchNorm1d(cfg.d), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n = x.shape[0], self.joints * PER_JOINT
+        pose = x[:, :n].reshape(b, self.joints, PER_JOINT, -1).permute(0, 2, 3, 1)  # (B, 5, T, J)
+        h = self.graph(self.lift(pose)).permute(0, 1, 3, 2).flatten(1, 2)  # (B, C * J, T)
+        return self.out(torch.cat([h, x[:, n:]], dim=1))
+
+
+class AttentionBlock(nn.Module):
+    """A pre-norm transformer layer over time, (B, D, T) -> (B, D, T): every frame attends to
+    the whole window. No positional encoding: the convs before it already mix each frame with
+    its neighbours, and an emotion does not depend on where in the window a movement falls.
+    Written out (not nn.TransformerEncoderLayer) so tracing to ONNX never meets its fused path."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)  # (B, T, D)
+        b, _, d = h.shape
+        q, k, v = self.qkv(self.norm1(h)).reshape(b, -1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        att = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, dim=-1)  # (B, H, T, T)
+        h = h + self.drop(self.out((att @ v).transpose(1, 2).reshape(b, -1, d)))
+        h = h + self.drop(self.ff(self.norm2(h)))
+        return h.transpose(1, 2)
+
+
 class CueEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -53,8 +144,9 @@ class CueEncoder(nn.Module):
         stem: list[nn.Module] = [nn.Conv1d(cfg.in_dim, d, k, stride=s, padding=1), nn.BatchNorm1d(d), nn.GELU()]
         for _ in range(max(0, cfg.downsample - 1)):
             stem += [nn.Conv1d(d, d, 4, stride=2, padding=1), nn.BatchNorm1d(d), nn.GELU()]
-        self.stem = nn.Sequential(*stem)
-        self.blocks = nn.Sequential(*[ConvBlock(d, r, cfg.dropout) for r in cfg.dilations])
+        self.stem = GraphStem(cfg) if cfg.graph_layers else nn.Sequential(*stem)
+        self.blocks = nn.Sequential(*[ConvBlock(d, r, cfg.dropout) for r in cfg.dilations],
+                                    *[AttentionBlock(d, cfg.heads, cfg.dropout) for _ in range(cfg.attention_layers)])
         self.score = nn.Conv1d(d, cfg.k_tokens, 1)  # one attention map per token
         self.value = nn.Conv1d(d, d, 1)
         self.tok_norm = nn.LayerNorm(d)
