@@ -26,6 +26,7 @@ encoder's dilations (body_data.DILATIONS) were chosen:
     att2       a small transformer: the stem, one conv block (dilation 1), two self-attention blocks
     stgcn      dil8 with two skeleton graph conv blocks (ST-GCN units, 16 channels per joint) in
                place of the first conv, which mixes every joint with every other at once
+    dil8_d32   dil8 with 32 channels instead of 64
 
     python benchmarks/body_loco.py                      # all variants, 9-22 min each on one core
     python benchmarks/body_loco.py --variants unlabelled
@@ -89,6 +90,8 @@ RECIPES = {
     "dil8_att1": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8), attention_layers=1),
     "att2": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1,), attention_layers=2),
     "stgcn": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, dilations=(1, 2, 4, 8), graph_layers=2),
+    # 96 channels lost to 64 (d96), so the other way: fewer weights for 6 training contents
+    "dil8_d32": Recipe(True, False, 48, train_s=4.0, eval_s=4.0, d=32, dilations=(1, 2, 4, 8)),
 }
 
 
