@@ -101,6 +101,10 @@ def test_backend_cpu_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         r = open_runner(path, tmp_path / "missing.engine", Backend.AUTO)
     assert r.backend == "ort:CPUExecutionProvider"
     assert "engine file" in caplog.text and "encoder backend" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_app.encoders.backend"):
+        open_runner(path, None, Backend.AUTO)  # a manifest that names no engine: say how to build one
+    assert "--engines-only" in caplog.text and "None" not in caplog.text
     tokens, probs = r.run(np.zeros((1, 17, BODY_DIM), np.float32))
     assert tokens.shape == (4, 576) and probs.shape == (4,)
     assert abs(float(probs.sum()) - 1.0) < 1e-5

@@ -141,7 +141,9 @@ def open_runner(onnx_path: Path, engine_path: Path | None, backend: Backend | st
 
 def _trt_unavailable(engine_path: Path | None) -> str | None:
     """None if a TensorRT engine can run here, else the reason it cannot."""
-    if engine_path is None or not engine_path.exists():
+    if engine_path is None:  # the manifest names none: engines are built on the target device
+        return "no engine file built for this model (python export/build_engines.py --engines-only on the device)"
+    if not engine_path.exists():
         return f"engine file {engine_path} missing"
     try:
         import tensorrt  # noqa: F401
