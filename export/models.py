@@ -97,6 +97,9 @@ class GraphStem(nn.Module):
         super().__init__()
         self.joints, c = len(BODY_JOINTS), cfg.graph_channels
         self.extra = cfg.in_dim - self.joints * PER_JOINT  # the hips' velocity
+        if self.extra < 0 or cfg.downsample:
+            raise ValueError(f"the graph stem reads body features ({self.joints} joints x {PER_JOINT} "
+                             f"channels first) at their own rate; got in_dim {cfg.in_dim}, downsample {cfg.downsample}")
         # ReLU as in ST-GCN, not GELU: on J times as many activations its backward pass was
         # a quarter of the training time
         self.lift = nn.Sequential(nn.Conv2d(PER_JOINT, c, 1), nn.BatchNorm2d(c), nn.ReLU())

@@ -95,3 +95,5 @@ def test_skeleton_graph_stem_mixes_only_neighbouring_joints_and_exports(tmp_path
     xs = [np.random.default_rng(n).standard_normal((n, BODY_DIM)).astype(np.float32) for n in (7, 40, 61)]
     par = onnx_export.parity(wrapper, path, xs)
     assert par["tokens_max_abs_diff"] < 1e-4 and par["probs_max_abs_diff"] < 1e-5, par
+    with pytest.raises(ValueError, match="graph stem reads body features"):
+        CueEncoder(EncoderConfig(in_dim=12, n_classes=4, graph_layers=1))  # audio-like input, strided
