@@ -30,7 +30,7 @@ Hallucinated cues (per item) = |C - M|: kinds cited that were not measured
 (all never-measurable kinds included).
 
 Label overlap (per item): E = emotions named in the answer's label and reasoning
-(EMOTION_WORDS lexicon; negation is not parsed). Each named emotion earns 1 if it is
+(the runtime filter's EMOTION_WORDS lexicon, edge_app.llm.reasoning; negation is not parsed). Each named emotion earns 1 if it is
 the true label, 0.5 if it lies in the same valence/arousal group (GROUPS:
 {happy, surprised}, {neutral, calm}, {angry, fearful, disgust}, {sad}), else 0;
 the score is 10 x the mean credit over E (0 when E is empty). So "angry" for a
@@ -50,6 +50,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edge_app.llm.reasoning import named_emotions
 from edge_app.records import LABELS
 
 DEEMO_REFERENCE = {"clue_overlap": 6.20, "label_overlap": 7.66}
@@ -125,20 +126,6 @@ CATALOGUE: tuple[CueKind, ...] = (
     _k("spoken words / content", "never", "subtitle subtitles sentence statement wording lyrics"),
 )
 
-EMOTION_WORDS: dict[str, str] = {
-    w: lab
-    for lab, words in {
-        "neutral": "neutral neutrality",
-        "calm": "calm calmness calmly relaxed peaceful serene composed",
-        "happy": "happy happiness joy joyful cheerful glad delighted excited excitement pleased",
-        "sad": "sad sadness unhappy sorrow sorrowful melancholy depressed grief gloomy upset",
-        "angry": "angry anger furious rage annoyed irritated mad",
-        "fearful": "fearful fear afraid scared anxious anxiety nervous frightened worried worry panic",
-        "disgust": "disgust disgusted disgusting revulsion contempt",
-        "surprised": "surprised surprise astonished amazed shocked startled",
-    }.items()
-    for w in words.split()
-}
 GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"happy", "surprised"}),
     frozenset({"neutral", "calm"}),
@@ -187,10 +174,6 @@ def cited_kinds(text: str, extra: Sequence[str] = ()) -> set[str]:
             if terms and len(terms & words) >= math.ceil(len(terms) / 2):
                 out.add(kind)
     return out
-
-
-def named_emotions(text: str) -> set[str]:
-    return {EMOTION_WORDS[w] for w in _WORD.findall(text.lower()) if w in EMOTION_WORDS}
 
 
 def _credit(e: str, truth: str) -> float:

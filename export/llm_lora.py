@@ -24,7 +24,7 @@ is still the audio clip's. Without it the adapter ignored body lines (checked by
 
 Cues: `describe_voice()` phrases of edge_app.cues on the clip de-identified exactly as
 export/audio_data.py does for copy 0 (same seed rule), computed once and cached in
-CACHE/cues/voice_cues.json. Train: RAVDESS actors 1-18 (copy 0: the cues belong to
+CACHE/cues/voice_cues-<de-identifier>-c<cue code>.json. Train: RAVDESS actors 1-18 (copy 0: the cues belong to
 that audio); validation (kept checkpoint): actors 19-20. Test actors are never seen.
 
 The adapter is written with the `gguf` package in llama.cpp's LoRA layout
@@ -47,6 +47,8 @@ if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root
 
 import argparse
 import copy
+import functools
+import hashlib
 import json
 import os
 import re
@@ -76,9 +78,20 @@ def _cue_job(args: tuple[str, str, int]) -> tuple[str, list[str]]:
     return stem, extract_cues(0.0, deid.duration, None, deid).describe_voice()
 
 
+@functools.lru_cache(maxsize=1)
+def cue_code_fingerprint() -> str:
+    """Short hash of the cue extraction code (prosody and the phrases it is described by)."""
+    h = hashlib.sha1()
+    for name in ("__init__.py", "prosody.py"):
+        h.update(audio_data.code_only((ROOT / "edge_app" / "cues" / name).read_text()).encode())
+    return h.hexdigest()[:6]
+
+
 def voice_cues(utts: list, cache: Path, seed: int = 0, workers: int = 1, progress: bool = True) -> dict[str, list[str]]:
-    """{utterance stem: measured voice cue phrases}; computed once, cached as JSON."""
-    path = cache / "cues" / "voice_cues.json"
+    """{utterance stem: measured voice cue phrases}; computed once, cached as JSON under
+    what they depend on (the de-identifier's and the cue extraction's code), so a change to
+    either recomputes them instead of reusing stale ones."""
+    path = cache / "cues" / f"voice_cues-{audio_data.deid_fingerprint()}-c{cue_code_fingerprint()}.json"
     have: dict[str, list[str]] = json.loads(path.read_text()) if path.exists() else {}
     todo = [(str(u.path), u.stem, audio_data.clip_seed(seed, u, 0)) for u in utts if u.stem not in have]
     if todo:

@@ -260,6 +260,19 @@ def test_filter_drops_a_pitch_level_the_device_never_measures():
     assert filter_reasoning(kept, cues) == kept  # "high" of a measured cue stays
 
 
+def test_filter_drops_sentences_that_name_another_emotion_than_the_answer():
+    # the adapter on a body + voice window (benchmarks/reasoning_video.py): the sentence
+    # argues "sad" for an answer of "calm"
+    cues = ["body: head down 0.0-0.6 s", "body: gesturing 0.8-2.3 s", "voice: falling pitch (-4.1 st/s)"]
+    text = "The head down and gesturing in a sad mood, and the voice has falling pitch, so the emotion is calm."
+    assert filter_reasoning(text, cues) == text  # without the label: every other check passes
+    assert filter_reasoning(text, cues, "calm") == ""
+    assert filter_reasoning(text, cues, "sad") == ""  # "calm" is another emotion than "sad"
+    kept = "The head down and falling pitch suggest calmness."
+    assert filter_reasoning(text + " " + kept, cues, "calm") == kept  # word forms of the label stay
+    assert filter_reasoning("The voice has falling pitch.", cues, "angry") == "The voice has falling pitch."
+
+
 def test_filter_drops_sentences_in_another_script():
     # Gemma 3 270M without an adapter, on the sample clip: a cue named, then Korean
     cues = ["hand to face 1.2-2.0 s", "leaning forward"]

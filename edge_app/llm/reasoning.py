@@ -1,9 +1,9 @@
 """Keep the reasoning honest: it may only name cues the model was given.
 
 A small model happily invents cues ("a smile", "tears"). The generated text is split
-into sentences; a sentence is kept when it names at least one given cue and names no
+into sentences; a sentence is kept when it names at least one given cue, names no
 known cue word that was *not* given (faces are never given: the video is
-de-identified). If nothing survives, a template sentence is built from the cue list.
+de-identified) and names no emotion but the answer's label. If nothing survives, a template sentence is built from the cue list.
 The template is an honest fallback: it restates the measured cues and the chosen
 label, it does not claim to be the model's reasoning (`reasoning_source="template"`).
 """
@@ -39,6 +39,25 @@ FACE_WORDS = _words("smile smiling frown frowning eye eyes brow brows mouth lips
 # wrote that on 11 of 240 test clips; export/judge.py counts it as "spoken words / content").
 CONTENT_WORDS = _words("subtitle subtitles sentence sentences statement statements wording lyrics transcript")
 _CUE_VOCAB = VOICE_WORDS | BODY_WORDS | FACE_WORDS | CONTENT_WORDS
+
+# Words that name an emotion, by label (also export/judge.py's label lexicon). A sentence
+# that names another emotion than the answer's label argues against the answer: with body
+# and voice cues the adapter wrote "The head down and gesturing in a sad mood, ..., so the
+# emotion is calm" (benchmarks/reasoning_video.py).
+EMOTION_WORDS: dict[str, str] = {
+    w: lab
+    for lab, words in {
+        "neutral": "neutral neutrality",
+        "calm": "calm calmness calmly relaxed peaceful serene composed",
+        "happy": "happy happiness joy joyful cheerful glad delighted excited excitement pleased",
+        "sad": "sad sadness unhappy sorrow sorrowful melancholy depressed grief gloomy upset",
+        "angry": "angry anger furious rage annoyed irritated mad",
+        "fearful": "fearful fear afraid scared anxious anxiety nervous frightened worried worry panic",
+        "disgust": "disgust disgusted disgusting revulsion contempt",
+        "surprised": "surprised surprise astonished amazed shocked startled",
+    }.items()
+    for w in words.split()
+}
 
 _STOP = _words(
     "a an the to of and or in on at for with from by is are was were be been s ms sec "
@@ -97,14 +116,19 @@ def invented_cue_words(text: str, cues: Sequence[str]) -> set[str]:
     return {t for t in _terms(text) if t in vocab and t not in given}
 
 
-def filter_reasoning(text: str, cues: Sequence[str]) -> str:
-    """Sentences of `text` that name a given cue and no invented one ('' if none),
-    each without clauses it already said."""
+def named_emotions(text: str) -> set[str]:
+    """The labels whose emotion words `text` uses (negation is not parsed)."""
+    return {EMOTION_WORDS[w] for w in _WORD.findall(text.lower()) if w in EMOTION_WORDS}
+
+
+def filter_reasoning(text: str, cues: Sequence[str], label: str | None = None) -> str:
+    """Sentences of `text` that name a given cue, no invented one and, with `label`, no
+    emotion other than it ('' if none), each without clauses it already said."""
     kept = [
         drop_repeated_clauses(s.strip())
         for s in _SENTENCE.split(text.strip())
         if s.strip() and latin_only(s) and not names_pitch_level(s) and mentioned_cues(s, cues)
-        and not invented_cue_words(s, cues)
+        and not invented_cue_words(s, cues) and (label is None or named_emotions(s) <= {label})
     ]
     return " ".join(kept)
 

@@ -210,7 +210,7 @@ class LlmSession:
         text, n_gen = ("", 0)
         if reason and not late:
             text, n_gen, late = self._generate_reasoning(best, pos, deadline)
-        kept = "" if late else reasoning.filter_reasoning(text, cues)
+        kept = "" if late else reasoning.filter_reasoning(text, cues, label)
         source: Literal["llm", "template"] = "llm" if kept else "template"
         why = kept if kept else reasoning.template_reasoning(label, cues)
         t3 = time.perf_counter()

@@ -1,0 +1,146 @@
+"""The reasoning the runtime writes for windows with body AND voice cues (video files).
+
+`python -m export.evaluate --llm` judges the reasoning on RAVDESS audio only: no clip here has
+both a person and emotional speech. This benchmark builds such clips from what exists: the
+package photos of `edge_app.synth` (people filmed by a moving camera; the body cues come from
+that motion, not from an emotion) with two RAVDESS utterances of one emotion from the
+validation actors 19-20 as the sound track, and runs `deemo-edge file`'s Analyzer on each,
+windows of 4 s. Per window: whether the reasoning is the LLM's own text or the template, the
+local judge's clue overlap (against the cue lines the LLM was given) and label overlap
+(against the utterances' emotion: the only true label these clips have), and whether the
+reasoning names an emotion other than the window's answer.
+
+Each clip runs twice in one process, same models, same de-identification seed: with the
+runtime's filter as shipped, and with its label check turned off (`filter_reasoning` without
+the answer's label, the filter before 2026-12-07), so the two rows differ by that rule alone.
+The clips live in a temporary folder and are deleted afterwards.
+
+    python benchmarks/reasoning_video.py        # 16 clips x 2 windows x 2 runs, about 6 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_app import synth
+from edge_app.answer import AnswerOptions, llm_cue_lines
+from edge_app.config import load_config
+from edge_app.llm import reasoning
+from edge_app.pipeline import Analyzer
+from edge_app.records import LABELS
+from export import audio_data, default_data, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+SECONDS = 8.0  # two 4 s windows
+
+
+def build_clips(data: Path, folder: Path) -> list[tuple[Path, str]]:
+    """One clip per validation actor and emotion: a synth scene and two of the actor's
+    utterances of that emotion (the first two in labels.csv order)."""
+    utts = [u for u in audio_data.load_ravdess(data) if audio_data.split_of(u.actor) == "val"]
+    clips = []
+    for i, (actor, label) in enumerate((a, lab) for a in sorted({u.actor for u in utts}) for lab in range(len(LABELS))):
+        two = [u for u in utts if u.actor == actor and u.label == label][:2]
+        audio = np.concatenate([synth.read_mono(str(u.path)) for u in two] + [np.zeros(8000, np.float32)])
+        path = folder / f"actor{actor}_{LABELS[label]}.mp4"
+        synth.make_clip(str(path), seconds=SECONDS, scene=synth.SCENES[i % len(synth.SCENES)], audio=audio, seed=i)
+        clips.append((path, LABELS[label]))
+    return clips
+
+
+def run(analyzer: Analyzer, clips: list[tuple[Path, str]], desc: str) -> list[dict]:
+    per_modality = AnswerOptions().max_cues_per_modality
+    rows = []
+    for path, truth in tqdm(clips, desc=desc):
+        result = analyzer.analyse(str(path))
+        for w in result.windows:
+            if w.answer is None:
+                continue
+            lines = llm_cue_lines(w.cues.describe_body(), w.cues.describe_voice(), per_modality)
+            j = judge.judge(w.answer.reasoning, lines, truth, w.answer.label)
+            rows.append({
+                "clip": path.name, "start": w.start, "truth": truth, "label": w.answer.label,
+                "source": w.answer.reasoning_source, "reasoning": w.answer.reasoning,
+                "has_body": any(c.startswith("body:") for c in lines), "has_voice": any(c.startswith("voice:") for c in lines),
+                "clue_overlap": j.clue, "label_overlap": j.label, "hallucinated": sorted(j.hallucinated),
+                "other_emotion": sorted(reasoning.named_emotions(w.answer.reasoning) - {w.answer.label}),
+            })  # fmt: skip
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    both = [r for r in rows if r["has_body"] and r["has_voice"]]
+    llm = [r for r in rows if r["source"] == "llm"]
+    clue = [r["clue_overlap"] for r in rows if r["clue_overlap"] is not None]
+
+    def share(items: list[dict], key: str) -> float:
+        return round(sum(bool(r[key]) for r in items) / max(1, len(items)), 3)
+
+    return {
+        "windows": len(rows),
+        "windows_with_body_and_voice_cues": len(both),
+        "llm_text_share": round(len(llm) / max(1, len(rows)), 3),
+        "names_another_emotion": share(rows, "other_emotion"),
+        "llm_text_names_another_emotion": share(llm, "other_emotion"),
+        "with_hallucinated_cue": share(rows, "hallucinated"),
+        "clue_overlap": round(float(np.mean(clue)), 2) if clue else None,
+        "label_overlap": round(float(np.mean([r["label_overlap"] for r in rows])), 2),
+        "label_accuracy_vs_voice_emotion": round(float(np.mean([r["label"] == r["truth"] for r in rows])), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reasoning_video.json")
+    a = ap.parse_args()
+    config = load_config(None, {"voice.seed": 0})
+    shipped = reasoning.filter_reasoning  # session.py calls it through the module
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp, Analyzer(config) as analyzer:
+        clips = build_clips(a.data, Path(tmp))
+        runs["shipped filter"] = run(analyzer, clips, "shipped filter")
+        # the filter before the label check: the same call without the answer's label
+        reasoning.filter_reasoning = lambda text, cues, label=None: shipped(text, cues)
+        try:
+            runs["without the label check"] = run(analyzer, clips, "without label check")
+        finally:
+            reasoning.filter_reasoning = shipped
+    result = {"command": "python benchmarks/reasoning_video.py", "clips": len(clips),
+              "summary": {k: summary(v) for k, v in runs.items()}, "windows": runs}
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(result))
+    print(a.out.with_suffix(".md").read_text())
+
+
+def markdown(result: dict) -> str:
+    keys = list(next(iter(result["summary"].values())))
+    lines = [
+        "# Reasoning on windows with body and voice cues", "",
+        (f"Written by `{result['command']}`: {result['clips']} synthetic clips (package photos filmed by a moving camera, "
+         "two RAVDESS utterances of one emotion from validation actors 19-20), 4 s windows, the file pipeline. "
+         "The body cues come from camera motion, so the only true label is the voice's emotion. Same models, "
+         "same de-identification seed in both rows; they differ by the runtime filter's label check alone."), "",
+        "| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+    ]  # fmt: skip
+    for name, s in result["summary"].items():
+        lines.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
+    lines += ["", "Every window's reasoning, shipped filter / without the label check:", ""]
+    for shipped, before in zip(*result["windows"].values()):
+        mark = " (differs)" if shipped["reasoning"] != before["reasoning"] else ""
+        lines.append(f"- {shipped['clip']} {shipped['start']:.0f} s, answer {shipped['label']}, voice {shipped['truth']}{mark}: "
+                     f"{shipped['source']}: {shipped['reasoning']}" + (f" / {before['source']}: {before['reasoning']}" if mark else ""))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
