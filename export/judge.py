@@ -30,8 +30,8 @@ Hallucinated cues (per item) = |C - M|: kinds cited that were not measured
 (all never-measurable kinds included).
 
 Label overlap (per item): E = emotions named in the answer's label and reasoning
-(the runtime filter's EMOTION_WORDS lexicon, edge_app.llm.reasoning; negation is not parsed). Each named emotion earns 1 if it is
-the true label, 0.5 if it lies in the same valence/arousal group (GROUPS:
+(the runtime filter's EMOTION_WORDS lexicon, edge_app.llm.reasoning; negation is not
+parsed). Each named emotion earns 1 if it is the true label, 0.5 if it lies in the same valence/arousal group (GROUPS:
 {happy, surprised}, {neutral, calm}, {angry, fearful, disgust}, {sad}), else 0;
 the score is 10 x the mean credit over E (0 when E is empty). So "angry" for a
 true "angry" = 10, "fearful" for "angry" = 5, "angry ... and sad" for "angry" = 5.

@@ -261,8 +261,8 @@ def test_filter_drops_a_pitch_level_the_device_never_measures():
 
 
 def test_filter_drops_sentences_that_name_another_emotion_than_the_answer():
-    # the adapter on a body + voice window (benchmarks/reasoning_video.py): the sentence
-    # argues "sad" for an answer of "calm"
+    # the adapter on a body + voice window of a synthetic clip (the file pipeline, as in
+    # benchmarks/reasoning_video.py): the sentence argues "sad" for an answer of "calm"
     cues = ["body: head down 0.0-0.6 s", "body: gesturing 0.8-2.3 s", "voice: falling pitch (-4.1 st/s)"]
     text = "The head down and gesturing in a sad mood, and the voice has falling pitch, so the emotion is calm."
     assert filter_reasoning(text, cues) == text  # without the label: every other check passes

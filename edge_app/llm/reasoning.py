@@ -3,7 +3,8 @@
 A small model happily invents cues ("a smile", "tears"). The generated text is split
 into sentences; a sentence is kept when it names at least one given cue, names no
 known cue word that was *not* given (faces are never given: the video is
-de-identified) and names no emotion but the answer's label. If nothing survives, a template sentence is built from the cue list.
+de-identified) and names no emotion but the answer's label. If nothing survives, a
+template sentence is built from the cue list.
 The template is an honest fallback: it restates the measured cues and the chosen
 label, it does not claim to be the model's reasoning (`reasoning_source="template"`).
 """
@@ -42,8 +43,9 @@ _CUE_VOCAB = VOICE_WORDS | BODY_WORDS | FACE_WORDS | CONTENT_WORDS
 
 # Words that name an emotion, by label (also export/judge.py's label lexicon). A sentence
 # that names another emotion than the answer's label argues against the answer: with body
-# and voice cues the adapter wrote "The head down and gesturing in a sad mood, ..., so the
-# emotion is calm" (benchmarks/reasoning_video.py).
+# and voice cues the adapter wrote "The hunched shoulders and hand to head convey anger, and the
+# raised pitch variability and falling pitch convey disgust" for an answer of angry
+# (benchmarks/results/reasoning_video.md).
 EMOTION_WORDS: dict[str, str] = {
     w: lab
     for lab, words in {
