@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_app import synth
-from edge_app.answer import AnswerOptions, llm_cue_lines
+from edge_app.answer import llm_cue_lines
 from edge_app.config import load_config
 from edge_app.llm import reasoning
 from edge_app.pipeline import Analyzer
@@ -58,7 +58,7 @@ def build_clips(data: Path, folder: Path) -> list[tuple[Path, str]]:
 
 
 def run(analyzer: Analyzer, clips: list[tuple[Path, str]], desc: str) -> list[dict]:
-    per_modality = AnswerOptions().max_cues_per_modality
+    per_modality = analyzer.config.answer.max_cues_per_modality  # what the LLM was given
     rows = []
     for path, truth in tqdm(clips, desc=desc):
         result = analyzer.analyse(str(path))

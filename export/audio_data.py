@@ -238,9 +238,15 @@ def features_fingerprint() -> str:
     """Short hash of the feature code (`audio_features` and the speech embedding it
     appends): cached features are recomputed when either's code changes (not its prose:
     a rebuilt cache costs about 12 minutes)."""
+    return code_fingerprint("edge_app/encoders", ("features.py", "speech_embedding.py"))
+
+
+def code_fingerprint(folder: str, names: tuple[str, ...]) -> str:
+    """Six hex digits of sha1 over the code (not the prose) of `names` in `folder`, a path
+    from the repository root, in that order."""
     h = hashlib.sha1()
-    for name in ("features.py", "speech_embedding.py"):
-        h.update(code_only((ROOT / "edge_app" / "encoders" / name).read_text()).encode())
+    for name in names:
+        h.update(code_only((ROOT / folder / name).read_text()).encode())
     return h.hexdigest()[:6]
 
 

@@ -48,7 +48,6 @@ if __package__ in (None, ""):  # run as `python export/<name>.py`: the repo root
 import argparse
 import copy
 import functools
-import hashlib
 import json
 import os
 import re
@@ -81,10 +80,7 @@ def _cue_job(args: tuple[str, str, int]) -> tuple[str, list[str]]:
 @functools.lru_cache(maxsize=1)
 def cue_code_fingerprint() -> str:
     """Short hash of the cue extraction code (prosody and the phrases it is described by)."""
-    h = hashlib.sha1()
-    for name in ("__init__.py", "prosody.py"):
-        h.update(audio_data.code_only((ROOT / "edge_app" / "cues" / name).read_text()).encode())
-    return h.hexdigest()[:6]
+    return audio_data.code_fingerprint("edge_app/cues", ("__init__.py", "prosody.py"))
 
 
 def voice_cues(utts: list, cache: Path, seed: int = 0, workers: int = 1, progress: bool = True) -> dict[str, list[str]]:
