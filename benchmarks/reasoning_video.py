@@ -10,12 +10,14 @@ local judge's clue overlap (against the cue lines the LLM was given) and label o
 (against the utterances' emotion: the only true label these clips have), and whether the
 reasoning names an emotion other than the window's answer.
 
-Each clip runs twice in one process, same models, same de-identification seed: with the
-runtime's filter as shipped, and with its label check turned off (`filter_reasoning` without
-the answer's label, the filter before 2026-12-07), so the two rows differ by that rule alone.
-The clips live in a temporary folder and are deleted afterwards.
+Each clip runs once per adapter in one process, same encoders, same de-identification seed,
+every adapter at the manifest's prior weight, so the rows differ by the adapter alone;
+`--without-label-check` adds a row with the shipped adapter and the runtime filter's label
+check turned off (`filter_reasoning` without the answer's label, the filter before
+2026-12-07). The clips live in a temporary folder and are deleted afterwards.
 
-    python benchmarks/reasoning_video.py        # 16 clips x 2 windows x 2 runs, about 6 min on 2 cores
+    python benchmarks/reasoning_video.py                         # 16 clips x 2 windows, about 3 min on 2 cores
+    python benchmarks/reasoning_video.py --baseline old.gguf     # ... and another adapter on the same clips
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import report  # benchmarks/report.py (this script's folder is on sys.path)
 from tqdm import tqdm
 
 from edge_app import synth
 from edge_app.answer import llm_cue_lines
 from edge_app.config import load_config
 from edge_app.llm import reasoning
+from edge_app.llm.model import default_prior_weight
 from edge_app.pipeline import Analyzer
 from edge_app.records import LABELS
 from export import audio_data, default_data, judge
@@ -101,25 +105,36 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--baseline", nargs="*", default=[], help="other adapter GGUFs to compare ('none': the base model)")
+    ap.add_argument("--without-label-check", action="store_true",
+                    help="also run the shipped adapter with the filter's label check off (default: off)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reasoning_video.json")
     a = ap.parse_args()
-    config = load_config(None, {"voice.seed": 0})
-    shipped = reasoning.filter_reasoning  # session.py calls it through the module
     runs = {}
-    with tempfile.TemporaryDirectory() as tmp, Analyzer(config) as analyzer:
+    with tempfile.TemporaryDirectory() as tmp:
         clips = build_clips(a.data, Path(tmp))
-        runs["shipped filter"] = run(analyzer, clips, "shipped filter")
-        # the filter before the label check: the same call without the answer's label
-        reasoning.filter_reasoning = lambda text, cues, label=None: shipped(text, cues)
-        try:
-            runs["without the label check"] = run(analyzer, clips, "without label check")
-        finally:
-            reasoning.filter_reasoning = shipped
-    result = {"command": "python benchmarks/reasoning_video.py", "clips": len(clips),
+        for name, overrides in report.adapter_runs(a.baseline):
+            with Analyzer(load_config(None, {"voice.seed": 0, **overrides})) as analyzer:
+                runs[name] = run(analyzer, clips, name)
+                if a.without_label_check and not overrides:
+                    runs[f"{name}, without the label check"] = run_without_label_check(analyzer, clips)
+    command = " ".join(["python benchmarks/reasoning_video.py", *(["--baseline", *a.baseline] if a.baseline else []),
+                        *(["--without-label-check"] if a.without_label_check else [])])  # fmt: skip
+    result = {"command": command, "clips": len(clips), "prior_weight": default_prior_weight(),
               "summary": {k: summary(v) for k, v in runs.items()}, "windows": runs}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(result))
     print(a.out.with_suffix(".md").read_text())
+
+
+def run_without_label_check(analyzer: Analyzer, clips: list[tuple[Path, str]]) -> list[dict]:
+    """The same clips with the filter before its label check (session.py calls it through the module)."""
+    shipped = reasoning.filter_reasoning
+    reasoning.filter_reasoning = lambda text, cues, label=None: shipped(text, cues)
+    try:
+        return run(analyzer, clips, "without label check")
+    finally:
+        reasoning.filter_reasoning = shipped
 
 
 def markdown(result: dict) -> str:
@@ -128,17 +143,17 @@ def markdown(result: dict) -> str:
         "# Reasoning on windows with body and voice cues", "",
         (f"Written by `{result['command']}`: {result['clips']} synthetic clips (package photos filmed by a moving camera, "
          "two RAVDESS utterances of one emotion from validation actors 19-20), 4 s windows, the file pipeline. "
-         "The body cues come from camera motion, so the only true label is the voice's emotion. Same models, "
-         "same de-identification seed in both rows; they differ by the runtime filter's label check alone."), "",
+         "The body cues come from camera motion, so the only true label is the voice's emotion. Same encoders, "
+         f"same de-identification seed and prior weight ({result['prior_weight']:g}) in every row."), "",
         "| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
     ]  # fmt: skip
     for name, s in result["summary"].items():
         lines.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
-    lines += ["", "Every window's reasoning, shipped filter / without the label check:", ""]
-    for shipped, before in zip(*result["windows"].values()):
-        mark = " (differs)" if shipped["reasoning"] != before["reasoning"] else ""
-        lines.append(f"- {shipped['clip']} {shipped['start']:.0f} s, answer {shipped['label']}, voice {shipped['truth']}{mark}: "
-                     f"{shipped['source']}: {shipped['reasoning']}" + (f" / {before['source']}: {before['reasoning']}" if mark else ""))  # fmt: skip
+    lines += ["", "Every window's reasoning (" + " / ".join(result["windows"]) + "):", ""]
+    for rows in zip(*result["windows"].values()):
+        r = rows[0]
+        texts = " / ".join(f"{x['source']}: {x['reasoning']}" for x in rows)
+        lines.append(f"- {r['clip']} {r['start']:.0f} s, answer {r['label']}, voice {r['truth']}: {texts}")
     return "\n".join(lines) + "\n"
 
 

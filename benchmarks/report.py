@@ -37,3 +37,17 @@ def save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
+
+
+def adapter_runs(baselines: list[str]) -> list[tuple[str, dict]]:
+    """(row name, config overrides) for the shipped stage-3 adapter and each of `baselines`
+    (adapter GGUFs; "none": the base model), every one at the shipped prior weight, so
+    rows on the same inputs differ by the adapter alone (benchmarks/reasoning_*.py)."""
+    from edge_app.llm.model import default_prior_weight
+
+    runs = [("shipped adapter", {})]  # "auto": what `deemo-edge file` runs
+    weight = default_prior_weight()
+    for path in baselines:
+        name = "no adapter" if path == "none" else Path(path).name
+        runs.append((name, {"answer.llm.lora_path": path, "answer.llm.prior_weight": weight}))
+    return runs

@@ -355,7 +355,7 @@ def stage_lora(a: argparse.Namespace, manifest: dict) -> None:
     from export import llm_lora
 
     steps = min(a.lora_steps, 2) if a.quick else a.lora_steps
-    quick = ["--n-val", "4", "--parity", "1", "--eval-every", "0"] if a.quick else []
+    quick = ["--n-val", "4", "--parity", "1", "--eval-every", "0", "--body-contents", "walk,guide", "--body-windows", "1"] if a.quick else []
     la = llm_lora.parse_args([
         "--data", str(a.data), "--cache", str(a.cache), "--models", str(a.out), "--steps", str(steps),
         "--threads", str(a.threads), "--workers", str(a.workers), "--seed", str(a.seed), *quick,

@@ -15,12 +15,14 @@ target = " <label>. Reasoning: <one sentence><|im_end|>". The sentence is built 
 the clue -> emotion style of EMER (../shared/data/emer_text); it restates measured cue
 phrases only, so it never names a cue that was not measured (tests/test_judge.py).
 
-Body: the runtime also sends body cue lines for video windows, but RAVDESS has no body and
-Bandai motion has no voice (nothing is paired). So 30 % of training items get 1-2 body cue
-lines drawn at random from the phrases edge_app.cues produces (text only: no body tokens,
-not measured on any body; `synthetic_body_lines`), and their target names them as body
-cues: this teaches the adapter to restate body lines instead of dropping them; the label
-is still the audio clip's. Without it the adapter ignored body lines (checked by hand).
+Body: the runtime also sends body tokens and body cue lines for video windows, but RAVDESS has
+no body and Bandai motion has no voice (nothing is paired). So training batches also hold
+body-only windows of motion-capture takes (body tokens from the shipped body encoder, body
+cue lines measured on that motion; label = the take's emotion) and formed voice + body pairs
+(a voice clip with a window of a take of the same emotion, or of a neutral take for the
+four labels the motion data lacks; label = the voice clip's): export/body_items.py says
+exactly how. Until 2026-12-07 body cues reached stage 3 only as text: 30 % of the voice
+items got 1-2 body cue lines drawn at random, with no body tokens.
 
 Cues: `describe_voice()` phrases of edge_app.cues on the clip de-identified exactly as
 export/audio_data.py does for copy 0 (same seed rule), computed once and cached in
@@ -58,7 +60,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from edge_app.records import LABELS
-from export import audio_data, default_data, onnx_export
+from export import audio_data, body_data, body_items, default_data, onnx_export
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER_NAME = "smollm2_lora.gguf"
@@ -115,35 +117,23 @@ def runtime_cue_lines(phrases: list[str]) -> list[str]:
     return llm_cue_lines([], phrases, AnswerOptions.max_cues_per_modality)
 
 
+def item_embeddings(item: dict) -> dict[str, np.ndarray]:
+    """An item's token blocks in runtime order (edge_app.answer: body, then voice)."""
+    blocks = {"body": item.get("body_tokens"), "voice": item.get("tokens")}
+    return {name: t for name, t in blocks.items() if t is not None}
+
+
 def item_lines(item: dict) -> list[str]:
     """An item's cue lines in runtime order (body first, then voice)."""
     return list(item.get("body", [])) + runtime_cue_lines(item["cues"])
 
 
-# Body phrases as edge_app.cues words them (events get time spans, some values a number).
-BODY_EVENTS = ("hand to face", "hand to head", "hand to neck", "hand on arm", "hands together / rubbing",
-               "gesturing", "arms crossed", "hunched shoulders", "hands shielding the body", "head down",
-               "leaning forward", "leaning back")  # fmt: skip
-BODY_STATES = ("arms held close to the body", "open, expansive arms", "uneven shoulders", "very still",
-               "high motion energy ({:.1f})", "frequent hand movements ({:.1f}/s)")  # fmt: skip
-
-
-def synthetic_body_lines(rng: np.random.Generator) -> list[str]:
-    """1-2 body cue lines drawn at random (text-only augmentation, see `train`): they teach the
-    adapter to restate body lines too; they carry no label information."""
-    out = []
-    for _ in range(int(rng.integers(1, 3))):
-        if rng.random() < 0.6:
-            t0 = rng.uniform(0, 2.5)
-            out.append(f"{BODY_EVENTS[rng.integers(len(BODY_EVENTS))]} {t0:.1f}-{t0 + rng.uniform(0.4, 2.0):.1f} s")
-        else:
-            out.append(BODY_STATES[rng.integers(len(BODY_STATES))].format(rng.uniform(1.0, 2.5)))
-    return [f"body: {c}" for c in dict.fromkeys(out)]
-
-
 # --- reasoning targets -----------------------------------------------------------------
 
 _PAREN = re.compile(r"\s*\([^)]*\)")
+# an event's time spans, "1.2-2.0 s" or "0.4-2.9 s, 3.2-4.0 s": the sentence names the cue, the
+# JSON's window cues keep the times (a small model copying numbers only gets them wrong)
+_SPANS = re.compile(r"\s*\d+(?:\.\d+)?-\d+(?:\.\d+)? s(?:,\s*\d+(?:\.\d+)?-\d+(?:\.\d+)? s)*")
 # clue -> emotion sentences (EMER style, one sentence: the runtime keeps one)
 _TEMPLATES = (
     "The voice has {cues}, which suggests {label}.",
@@ -151,15 +141,16 @@ _TEMPLATES = (
     "With {cues} in the voice, the speaker sounds {label}.",
     "The voice shows {cues}; therefore the emotion is {label}.",
 )
-NO_CUE_REASON = "No voice cue stood out, so {label} rests on the learned signals."
+NO_CUE_REASON = "No {modality} cue stood out, so {label} rests on the learned signals."
 
 
 def cue_name(phrase: str) -> str:
-    """'flat pitch (3.6 st range)' -> 'flat pitch'; a 'voice:'/'body:' prefix is dropped."""
+    """'flat pitch (3.6 st range)' -> 'flat pitch', 'head down 0.7-1.9 s' -> 'head down'; a
+    'voice:'/'body:' prefix is dropped."""
     head, sep, rest = phrase.partition(":")
     if sep and head.strip().lower() in ("voice", "body"):
         phrase = rest
-    return " ".join(_PAREN.sub("", phrase).split())
+    return " ".join(_SPANS.sub("", _PAREN.sub("", phrase)).split())
 
 
 def _join(items: list[str]) -> str:
@@ -168,21 +159,22 @@ def _join(items: list[str]) -> str:
 
 _BODY_TEMPLATES = (
     "The body shows {body}, which suggests {label}.",
-    "With {body}, the speaker seems {label}.",
+    "With {body}, the person seems {label}.",
 )
 _BOTH_TEMPLATES = (
     "The body shows {body} and the voice has {cues}, which suggests {label}.",
-    "With {body} and {cues} in the voice, the speaker sounds {label}.",
+    "With {body} in the body and {cues} in the voice, the person seems {label}.",
 )
 
 
-def reasoning_target(label: str, cues: list[str], key: str = "") -> str:
+def reasoning_target(label: str, cues: list[str], key: str = "", seen: tuple[str, ...] = ("voice",)) -> str:
     """One clue -> emotion sentence from the MEASURED cue phrases and the TRUE label.
 
     Only the given phrases (their parenthesised numbers and "body:"/"voice:" tags dropped)
     and the label are inserted into a fixed template, so no cue outside `cues` can be
     named. Body lines ("body: ...") are named as body cues, the rest as voice cues. `key`
-    picks the template deterministically (e.g. the clip's name)."""
+    picks the template deterministically (e.g. the clip's name); `seen` (the item's token
+    blocks) words the sentence for a window where no cue was measured."""
     from edge_app.llm.reasoning import cue_modality
 
     body = [n for c in cues if cue_modality(c) == "body" and (n := cue_name(c))]
@@ -193,15 +185,16 @@ def reasoning_target(label: str, cues: list[str], key: str = "") -> str:
     if body:
         return _BODY_TEMPLATES[h % len(_BODY_TEMPLATES)].format(body=_join(body), label=label)
     if not voice:
-        return NO_CUE_REASON.format(label=label)
+        return NO_CUE_REASON.format(modality=" or ".join(seen) or "voice", label=label)
     return _TEMPLATES[h % len(_TEMPLATES)].format(cues=_join(voice), label=label)
 
 
-def target_text(label: str, cues: list[str], key: str = "") -> str:
+def target_text(label: str, cues: list[str], key: str = "", seen: tuple[str, ...] = ("voice",)) -> str:
     """What the model is trained to write after 'Emotion:' (ChatML turn end included)."""
     from edge_app.llm import prompt
 
-    return f" {label}{prompt.REASONING_CUE} {reasoning_target(label, cues, key)}{prompt.CHATML.turn_close.rstrip()}"
+    sentence = reasoning_target(label, cues, key, seen)
+    return f" {label}{prompt.REASONING_CUE} {sentence}{prompt.CHATML.turn_close.rstrip()}"
 
 
 # --- data ------------------------------------------------------------------------------
@@ -273,7 +266,7 @@ class PromptBuilder:
     def window(self, item: dict):
         """Window embeddings (L, d) exactly as LlmSession evaluates them (ends at 'Emotion:')."""
         torch = self.torch
-        segs = self.prompt.window_segments(self.prompt.CHATML, {"voice": item["tokens"]}, item_lines(item))
+        segs = self.prompt.window_segments(self.prompt.CHATML, item_embeddings(item), item_lines(item))
         with torch.no_grad():
             parts = [torch.from_numpy(s) if isinstance(s, np.ndarray) else self._emb(torch.tensor(self.enc(s))) for s in segs]
         return torch.cat(parts)
@@ -282,7 +275,7 @@ class PromptBuilder:
         """Token ids of ' <label>. Reasoning: <sentence><|im_end|>' (tokenized in the runtime's
         pieces) and how many of them are the label."""
         label = LABELS[item["y"]]
-        sentence = reasoning_target(label, item_lines(item), item["stem"])
+        sentence = reasoning_target(label, item_lines(item), item["stem"], tuple(item_embeddings(item)))
         lab = self.label_ids[item["y"]]
         return lab + self.reason_ids + self.enc(" " + sentence) + self.end_id, len(lab)
 
@@ -422,6 +415,58 @@ def val_metrics(pb: PromptBuilder, cache, items: list[dict], bs: int = 8) -> dic
             "n": len(items)}  # fmt: skip
 
 
+def group_metrics(pb: PromptBuilder, cache, groups: dict[str, list[dict]]) -> dict:
+    """`val_metrics` of each non-empty group of validation items; at the top level the voice
+    clips' label accuracy and the groups' mean reasoning CE (what checkpoint selection and
+    prior_weight.decide_adapter compare)."""
+    per = {name: val_metrics(pb, cache, items) for name, items in groups.items() if items}
+    return {"label_acc_first_token": per["voice"]["label_acc_first_token"],
+            "reasoning_ce": round(float(np.mean([m["reasoning_ce"] for m in per.values()])), 4),
+            "n": sum(m["n"] for m in per.values()), "groups": per}  # fmt: skip
+
+
+def selection_score(v: dict) -> float:
+    """Lower is better: reasoning CE minus the voice clips' first-token label accuracy."""
+    return v["reasoning_ce"] - v["label_acc_first_token"]
+
+
+def parity_items(groups: dict[str, list[dict]], n: int) -> list[dict]:
+    """n validation items for the llama.cpp parity check, a quarter each body-only and pairs."""
+    k = n // 4
+    return groups["voice"][: n - 2 * k] + groups["body"][:k] + groups["pairs"][:k]
+
+
+def load_body_items(a: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Motion windows for stage 3 (export/body_items.py) with the body encoder of `a.models`:
+    (training contents, validation content)."""
+    from edge_app.answer import AnswerOptions
+    from edge_app.encoders import BodyEncoder, EncoderOptions
+
+    contents = tuple(a.body_contents.split(",")) if a.body_contents else None
+    clips, _ = body_data.load_clips(a.data, a.cache, contents)
+    enc = BodyEncoder(EncoderOptions(models_dir=a.models, backend="cpu"))
+    n = AnswerOptions.max_cues_per_modality
+    return (body_items.body_items(clips, "train", enc, a.body_windows, n, a.seed + 1),
+            body_items.body_items(clips, "val", enc, a.body_windows, n, a.seed + 2))  # fmt: skip
+
+
+def draw_batch(voice: list[dict], body: list[dict], bodies: dict[int, list[dict]], a: argparse.Namespace,
+               rng: np.random.Generator) -> list[dict]:
+    """One training batch: body-only windows (a.body_share), voice clips formed into pairs with
+    a body window (a.pair_share), the rest voice clips alone."""
+    out = []
+    for _ in range(a.batch):
+        r = rng.random()
+        if body and r < a.body_share:
+            out.append(body[int(rng.integers(len(body)))])
+            continue
+        item = voice[int(rng.integers(len(voice)))]
+        if r < a.body_share + a.pair_share:
+            item = body_items.pair_with_body(item, bodies, rng) or item
+        out.append(item)
+    return out
+
+
 def parity(pb: PromptBuilder, peft_model, adapter: Path, items: list[dict], threads: int) -> dict:
     """Label log-probs (normalised over the 8 labels) of PyTorch vs llama.cpp, base and + LoRA."""
     from edge_app.llm import LlmOptions, LlmSession
@@ -440,7 +485,7 @@ def parity(pb: PromptBuilder, peft_model, adapter: Path, items: list[dict], thre
         with LlmSession(LlmOptions(n_threads=threads, lora_path=path, max_reasoning_tokens=1)) as llm:
             cpp_lp[key] = []
             for it in items:
-                a = llm.answer({"voice": it["tokens"]}, runtime_cue_lines(it["cues"]), prior=None, reason=False)
+                a = llm.answer(item_embeddings(it), item_lines(it), prior=None, reason=False)
                 cpp_lp[key].append(np.log(np.array([a.scores[lab] for lab in LABELS]) + 1e-12))
     diff = {k: float(max(np.abs(t - c).max() for t, c in zip(torch_lp[k], cpp_lp[k]))) for k in ("base", "lora")}
     change_cpp = float(np.mean([np.abs(a - b).mean() for a, b in zip(cpp_lp["lora"], cpp_lp["base"])]))
@@ -470,12 +515,19 @@ def train(a: argparse.Namespace) -> dict:
     train_items = load_items(utts, a.cache, onnx_path, "train", a.seed, a.workers)
     val_items = load_items(utts, a.cache, onnx_path, "val", a.seed, a.workers)
     val_items = [val_items[i] for i in rng.permutation(len(val_items))[: a.n_val]]
+    train_bodies, val_bodies = load_body_items(a)
+    bodies = body_items.by_label(train_bodies)
+    # validation: the voice clips as before, body windows of the validation content, and each
+    # voice clip formed into a pair with one of them (fixed once, so every evaluation is alike)
+    val_by_label = body_items.by_label(val_bodies)
+    val_pairs = [p for it in val_items if (p := body_items.pair_with_body(it, val_by_label, rng))]
+    groups = {"voice": val_items, "body": val_bodies[: a.n_val], "pairs": val_pairs}
     tok, llm = load_llm()
     model = add_lora(llm, a.rank, a.alpha, a.first_layer)
     pb = PromptBuilder(tok, model)
     params = [p for p in model.parameters() if p.requires_grad]
     cache = pb.prefix_cache()
-    before = val_metrics(pb, cache, val_items)
+    before = group_metrics(pb, cache, groups)
     print("val before:", json.dumps(before))
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     losses, best, best_state, history = [], None, None, []
@@ -483,9 +535,7 @@ def train(a: argparse.Namespace) -> dict:
         if step % a.refresh == 0:  # prefix keys/values under the current adapter (no gradient through them)
             cache = pb.prefix_cache()
         model.train()
-        batch = [train_items[i] for i in rng.choice(len(train_items), a.batch, replace=False)]
-        # text-only body augmentation: the runtime also sends body cue lines (video windows)
-        batch = [{**it, "body": synthetic_body_lines(rng)} if rng.random() < a.body_lines else it for it in batch]
+        batch = draw_batch(train_items, train_bodies, bodies, a, rng)
         loss, _ = pb.batch_loss(cache, batch, a.label_weight)
         opt.zero_grad()
         loss.backward()
@@ -495,33 +545,40 @@ def train(a: argparse.Namespace) -> dict:
         if last or (a.eval_every and (step + 1) % a.eval_every == 0):
             model.eval()
             cache = pb.prefix_cache()
-            v = val_metrics(pb, cache, val_items)
+            v = group_metrics(pb, cache, groups)
             history.append({"step": step + 1, "train_loss": round(float(np.mean(losses[-10:])), 4), **v})
             print(f"step {step + 1}: {json.dumps(history[-1])}")
-            score = v["reasoning_ce"] - v["label_acc_first_token"]
+            score = selection_score(v)
             if best is None or score < best:
                 best, best_state = score, {k: t.detach().clone() for k, t in model.state_dict().items() if "lora_" in k}
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
     cache = pb.prefix_cache()
-    after = val_metrics(pb, cache, val_items)
+    after = group_metrics(pb, cache, groups)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / ADAPTER_NAME
     info = write_gguf_adapter(model, path, a.alpha)
-    par = parity(pb, model, path, val_items[: a.parity], a.threads) if a.parity else None
+    par = parity(pb, model, path, parity_items(groups, a.parity), a.threads) if a.parity else None
     if par:
         print("parity:", json.dumps(par))
     helps = after["label_acc_first_token"] >= before["label_acc_first_token"] and after["reasoning_ce"] < before["reasoning_ce"]
     return {
         "file": path.name, "method": "stage 3: LoRA (PEFT) on SmolLM2 dequantised from the shipped GGUF; runtime prompt with "
-        "injected voice tokens + measured voice cue lines; target ' <label>. Reasoning: <measured cues -> true label>'",
+        "injected voice and/or body tokens + the cue lines measured on them; target ' <label>. Reasoning: "
+        "<measured cues -> true label>'",
         "rank": a.rank, "alpha": a.alpha, "targets": ["q_proj", "v_proj"], "layers": [a.first_layer, llm.config.num_hidden_layers - 1],
         "steps": a.steps, "batch": a.batch, "lr": a.lr, "label_weight": a.label_weight,
-        "body_lines": f"{a.body_lines:.0%} of training items get 1-2 random body cue lines (text only, not measured)",
-        "train": f"RAVDESS train actors 1-18, copy 0 (de-identified), {len(train_items)} clips",
-        "val": f"actors 19-20, {len(val_items)} clips", "val_before": before, "val_after": after, "history": history,
-        "kept": "best val (reasoning CE - first-token label accuracy)", "parity": par, **info,
+        "batch_mix": {"body_only": a.body_share, "voice_body_pairs": a.pair_share,
+                      "voice_only": round(1.0 - a.body_share - a.pair_share, 3)},
+        "pairs": "formed, not recorded: a voice clip with a motion window of the same emotion, or of a neutral take "
+                 "for calm / fearful / disgust / surprised (export/body_items.py); label = the voice clip's",
+        "train": f"RAVDESS train actors 1-18, copy 0 (de-identified), {len(train_items)} clips; "
+                 f"{len(train_bodies)} motion windows of the training contents ({a.body_windows} per emotion take)",
+        "val": f"actors 19-20, {len(val_items)} clips; {len(groups['body'])} motion windows of the validation content; "
+               f"{len(val_pairs)} formed pairs", "val_before": before, "val_after": after, "history": history,
+        "kept": "best val (mean reasoning CE over the voice, body and pair items - voice first-token label accuracy)",
+        "parity": par, **info,
         "val_improved": bool(helps), "seconds": round(time.time() - t0, 1),
         # LlmOptions(lora_path="auto") applies the adapter only when this is true. Provisional
         # (first-token label accuracy not lower, reasoning CE lower, validation actors 19-20):
@@ -544,8 +601,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--alpha", type=float, default=16.0)
     ap.add_argument("--first-layer", type=int, default=0, help="LoRA on layers first..last")
     ap.add_argument("--label-weight", type=float, default=2.0)
-    ap.add_argument("--body-lines", type=float, default=0.3,
-                    help="share of training items given random body cue lines (text only, no body tokens)")
+    ap.add_argument("--body-share", type=float, default=0.2,
+                    help="share of training items that are body-only motion windows (default: %(default)s)")
+    ap.add_argument("--pair-share", type=float, default=0.3,
+                    help="share of training items that are voice clips formed into a pair with a motion window "
+                    "(export/body_items.py; default: %(default)s); the rest are voice-only")
+    ap.add_argument("--body-windows", type=int, default=6,
+                    help="random-camera windows per motion take (default: %(default)s)")
+    ap.add_argument("--body-contents", default=None,
+                    help="comma-separated motion contents to read (default: all; --quick builds read two)")
     ap.add_argument("--refresh", type=int, default=5, help="recompute the prefix KV every N steps")
     ap.add_argument("--eval-every", type=int, default=30)
     ap.add_argument("--n-val", type=int, default=120, help="validation clips (actors 19-20 have 120)")

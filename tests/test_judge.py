@@ -13,7 +13,7 @@ import pytest
 from edge_app.llm.reasoning import filter_reasoning, invented_cue_words, template_reasoning
 from edge_app.records import LABELS
 from export.judge import judge, judge_items, measured_kinds, named_emotions
-from export.llm_lora import cue_name, reasoning_target, synthetic_body_lines, target_text
+from export.llm_lora import cue_name, reasoning_target, target_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DEEMO_DATA", ROOT / "../shared/data"))
@@ -26,6 +26,15 @@ ALL_VOICE = [
     "voice: strong loudness variation (7.1 dB)", "voice: fast speaking rate (6.1 syll/s)",
     "voice: slow speaking rate (2.1 syll/s)", "voice: long pauses (longest 1.0 s)",
     "voice: irregular voice quality (high jitter/shimmer)", "voice: little or no speech",
+]  # fmt: skip
+# every body phrase edge_app.cues can produce (events with time spans, some values a number)
+ALL_BODY = [
+    "body: hand to face 1.2-2.0 s", "body: hand to head 0.3-1.1 s", "body: hand to neck 2.0-2.6 s",
+    "body: hand on arm 0.4-0.7 s", "body: hands together / rubbing 0.4-2.9 s, 3.2-4.0 s", "body: gesturing 0.0-4.0 s",
+    "body: arms crossed 0.5-3.5 s", "body: hunched shoulders 0.0-0.4 s", "body: hands shielding the body 1.0-2.2 s",
+    "body: head down 0.7-1.9 s", "body: leaning forward 0.9-2.0 s", "body: leaning back", "body: arms held close to the body",
+    "body: open, expansive arms", "body: uneven shoulders", "body: very still", "body: high motion energy (1.4)",
+    "body: frequent hand movements (4.0/s)", "body: person mostly out of view (28% of the window)",
 ]  # fmt: skip
 
 
@@ -113,7 +122,7 @@ def test_reasoning_target_with_body_lines() -> None:
     """Runtime order is body lines then voice lines; both kinds are named, nothing else."""
     rng = np.random.default_rng(0)
     for k in range(200):
-        body = synthetic_body_lines(rng)
+        body = [ALL_BODY[i] for i in rng.choice(len(ALL_BODY), int(rng.integers(1, 3)), replace=False)]
         voice = list(ALL_VOICE[k % 5 : k % 5 + k % 3])
         cues = body + voice
         label = LABELS[k % len(LABELS)]

@@ -1,0 +1,139 @@
+"""The reasoning the runtime writes for windows with a person and no speech, on held-out motion.
+
+`python -m export.evaluate --llm` judges reasoning on RAVDESS voice clips and
+`benchmarks/reasoning_video.py` on synthetic clips whose body cues come from camera motion;
+neither has a body that shows a true emotion. Here the bodies are the motion-capture takes of
+the held-out test contents (bye, run, walk-left, walk take 002: never seen by the body
+encoder or stage 3), 4 s windows through a random virtual camera with detector jitter, as
+`export/body_items.py` builds them; each window is answered by the runtime's `Answerer` (the
+shipped body encoder, the measured body cue lines, the body head's prior, llama.cpp, the
+reasoning filter), with no audio. Per window the local judge (export/judge.py) scores clue
+overlap against the cue lines the LLM was given and label overlap against the take's emotion.
+
+Adapters are compared in one run, on the same windows, at the same prior weight (the
+manifest's, so the label is the same and only the reasoning differs):
+
+    python benchmarks/reasoning_body.py                                   # the shipped adapter
+    python benchmarks/reasoning_body.py --baseline old.gguf none          # ... against others
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import report  # benchmarks/report.py (this script's folder is on sys.path)
+from tqdm import tqdm
+
+from edge_app.answer import Answerer, llm_cue_lines
+from edge_app.config import load_config
+from edge_app.cues import extract_cues
+from edge_app.llm import reasoning
+from edge_app.llm.model import default_prior_weight
+from export import body_data, body_items, default_data, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOWS_PER_TAKE = 2
+
+
+def test_windows(data: Path, cache: Path, seed: int) -> list[tuple[str, str, list]]:
+    """(name, true emotion, pose samples) for WINDOWS_PER_TAKE windows of each test emotion take."""
+    clips, _ = body_data.load_clips(data, cache)
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in clips:
+        if c.split == "test" and c.emotion >= 0:
+            for k in range(WINDOWS_PER_TAKE):
+                out.append((f"{Path(c.file).stem}-w{k}", body_data.EMOTIONS4[c.emotion], body_items.pose_window(c, rng)))
+    return out
+
+
+def run(answerer: Answerer, windows: list[tuple[str, str, list]], desc: str) -> list[dict]:
+    per_modality = answerer.options.max_cues_per_modality
+    rows = []
+    for name, truth, poses in tqdm(windows, desc=desc):
+        cues = extract_cues(0.0, body_data.WINDOW_S, poses, None)
+        a = answerer.answer(cues, poses, None)
+        lines = llm_cue_lines(cues.describe_body(), [], per_modality)
+        j = judge.judge(a.reasoning, lines, truth, a.label)
+        rows.append({
+            "window": name, "truth": truth, "label": a.label, "source": a.reasoning_source, "reasoning": a.reasoning,
+            "cues": lines, "clue_overlap": j.clue, "label_overlap": j.label, "hallucinated": sorted(j.hallucinated),
+            "other_emotion": sorted(reasoning.named_emotions(a.reasoning) - {a.label}),
+            "names_answer": a.label in reasoning.named_emotions(a.reasoning),
+            "names_voice": any(w in a.reasoning.lower() for w in ("voice", "speaker", "speech", "pitch")),
+        })  # fmt: skip
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    llm = [r for r in rows if r["source"] == "llm"]
+    clue = [r["clue_overlap"] for r in rows if r["clue_overlap"] is not None]
+
+    def share(items: list[dict], key: str) -> float:
+        return round(sum(bool(r[key]) for r in items) / max(1, len(items)), 3)
+
+    return {
+        "windows": len(rows),
+        "llm_text_share": round(len(llm) / max(1, len(rows)), 3),
+        "clue_overlap": round(float(np.mean(clue)), 2) if clue else None,
+        "label_overlap": round(float(np.mean([r["label_overlap"] for r in rows])), 2),
+        "with_hallucinated_cue": share(rows, "hallucinated"),
+        "names_another_emotion": share(rows, "other_emotion"),
+        "names_the_answer": share(rows, "names_answer"),
+        "speaks_of_a_voice": share(rows, "names_voice"),
+        "label_accuracy_4class": round(float(np.mean([r["label"] == r["truth"] for r in rows])), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data(), help="default: $DEEMO_DATA or ../shared/data")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache/features", help="forward-kinematics cache (default: %(default)s)")
+    ap.add_argument("--baseline", nargs="*", default=[], help="other adapter GGUFs to compare ('none': the base model)")
+    ap.add_argument("--seed", type=int, default=0, help="camera and jitter draws (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reasoning_body.json")
+    a = ap.parse_args()
+    windows = test_windows(a.data, a.cache, a.seed)
+    runs = {}
+    for name, overrides in report.adapter_runs(a.baseline):
+        with contextlib.closing(Answerer(load_config(None, overrides).answer)) as answerer:
+            runs[name] = run(answerer, windows, name)
+    command = " ".join(["python benchmarks/reasoning_body.py", *(["--baseline", *a.baseline] if a.baseline else [])])
+    result = {"command": command,
+              "prior_weight": default_prior_weight(), "summary": {k: summary(v) for k, v in runs.items()}, "windows": runs}
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(result))
+    print(a.out.with_suffix(".md").read_text())
+
+
+def markdown(result: dict) -> str:
+    keys = list(next(iter(result["summary"].values())))
+    first = next(iter(result["windows"].values()))
+    lines = [
+        "# Reasoning on held-out motion (a person, no speech)", "",
+        (f"Written by `{result['command']}`: {len(first)} windows of 4 s, {WINDOWS_PER_TAKE} per emotion take of the "
+         "held-out test contents (bye, run, walk-left, walk take 002), random virtual camera with detector jitter, "
+         f"answered by the runtime's Answerer without audio; every adapter at prior weight {result['prior_weight']:g} "
+         "on the same windows."), "",
+        "| adapter | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+    ]  # fmt: skip
+    for name, s in result["summary"].items():
+        lines.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
+    names = list(result["windows"])
+    lines += ["", "Every window's reasoning (" + " / ".join(names) + "):", ""]
+    for rows in zip(*result["windows"].values()):
+        r = rows[0]
+        texts = " / ".join(f"{x['source']}: {x['reasoning']}" for x in rows)
+        lines.append(f"- {r['window']}, {r['truth']}, answer {r['label']}, cues {'; '.join(r['cues']) or 'none'}: {texts}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
