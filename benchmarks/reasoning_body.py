@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -108,13 +107,10 @@ def main() -> None:
     command = " ".join(["python benchmarks/reasoning_body.py", *(["--baseline", *a.baseline] if a.baseline else [])])
     result = {"command": command,
               "prior_weight": default_prior_weight(), "summary": {k: summary(v) for k, v in runs.items()}, "windows": runs}
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(result))
-    print(a.out.with_suffix(".md").read_text())
+    report.write(a.out.with_suffix(""), result, markdown)
 
 
 def markdown(result: dict) -> str:
-    keys = list(next(iter(result["summary"].values())))
     first = next(iter(result["windows"].values()))
     lines = [
         "# Reasoning on held-out motion (a person, no speech)", "",
@@ -122,16 +118,10 @@ def markdown(result: dict) -> str:
          "held-out test contents (bye, run, walk-left, walk take 002), random virtual camera with detector jitter, "
          f"answered by the runtime's Answerer without audio; every adapter at prior weight {result['prior_weight']:g} "
          "on the same windows."), "",
-        "| adapter | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+        *report.rows_table(result["summary"], "adapter"),
     ]  # fmt: skip
-    for name, s in result["summary"].items():
-        lines.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
-    names = list(result["windows"])
-    lines += ["", "Every window's reasoning (" + " / ".join(names) + "):", ""]
-    for rows in zip(*result["windows"].values()):
-        r = rows[0]
-        texts = " / ".join(f"{x['source']}: {x['reasoning']}" for x in rows)
-        lines.append(f"- {r['window']}, {r['truth']}, answer {r['label']}, cues {'; '.join(r['cues']) or 'none'}: {texts}")
+    lines += report.reasoning_side_by_side(
+        result["windows"], lambda r: f"{r['window']}, {r['truth']}, answer {r['label']}, cues {'; '.join(r['cues']) or 'none'}")
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,6 @@ check turned off (`filter_reasoning` without the answer's label, the filter befo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -122,9 +121,7 @@ def main() -> None:
                         *(["--without-label-check"] if a.without_label_check else [])])  # fmt: skip
     result = {"command": command, "clips": len(clips), "prior_weight": default_prior_weight(),
               "summary": {k: summary(v) for k, v in runs.items()}, "windows": runs}
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(result))
-    print(a.out.with_suffix(".md").read_text())
+    report.write(a.out.with_suffix(""), result, markdown)
 
 
 def run_without_label_check(analyzer: Analyzer, clips: list[tuple[Path, str]]) -> list[dict]:
@@ -138,22 +135,16 @@ def run_without_label_check(analyzer: Analyzer, clips: list[tuple[Path, str]]) -
 
 
 def markdown(result: dict) -> str:
-    keys = list(next(iter(result["summary"].values())))
     lines = [
         "# Reasoning on windows with body and voice cues", "",
         (f"Written by `{result['command']}`: {result['clips']} synthetic clips (package photos filmed by a moving camera, "
          "two RAVDESS utterances of one emotion from validation actors 19-20), 4 s windows, the file pipeline. "
          "The body cues come from camera motion, so the only true label is the voice's emotion. Same encoders, "
          f"same de-identification seed and prior weight ({result['prior_weight']:g}) in every row."), "",
-        "| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+        *report.rows_table(result["summary"], "run"),
     ]  # fmt: skip
-    for name, s in result["summary"].items():
-        lines.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
-    lines += ["", "Every window's reasoning (" + " / ".join(result["windows"]) + "):", ""]
-    for rows in zip(*result["windows"].values()):
-        r = rows[0]
-        texts = " / ".join(f"{x['source']}: {x['reasoning']}" for x in rows)
-        lines.append(f"- {r['clip']} {r['start']:.0f} s, answer {r['label']}, voice {r['truth']}: {texts}")
+    lines += report.reasoning_side_by_side(
+        result["windows"], lambda r: f"{r['clip']} {r['start']:.0f} s, answer {r['label']}, voice {r['truth']}")
     return "\n".join(lines) + "\n"
 
 

@@ -51,3 +51,19 @@ def adapter_runs(baselines: list[str]) -> list[tuple[str, dict]]:
         name = "no adapter" if path == "none" else Path(path).name
         runs.append((name, {"answer.llm.lora_path": path, "answer.llm.prior_weight": weight}))
     return runs
+
+
+def rows_table(summary: dict[str, dict], first: str) -> list[str]:
+    """A markdown table, one row per run of `summary` ({run: {column: value}}), first column `first`."""
+    keys = list(next(iter(summary.values())))
+    lines = [f"| {first} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    return lines + [f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |" for name, s in summary.items()]
+
+
+def reasoning_side_by_side(windows: dict[str, list[dict]], head: Callable[[dict], str]) -> list[str]:
+    """One markdown bullet per input: `head(first run's row)`, then every run's reasoning."""
+    lines = ["", "Every window's reasoning (" + " / ".join(windows) + "):", ""]
+    for rows in zip(*windows.values()):
+        texts = " / ".join(f"{x['source']}: {x['reasoning']}" for x in rows)
+        lines.append(f"- {head(rows[0])}: {texts}")
+    return lines

@@ -68,7 +68,7 @@ def body_items(clips: list[body_data.Clip], split: str, encoder, per_clip: int, 
                 continue
             cues = extract_cues(0.0, seconds, poses, None)
             items.append({
-                "stem": f"{Path(clip.file).stem}{'-m' if clip.mirrored else ''}-w{k}",
+                "stem": f"{Path(clip.file).stem}-w{k}",
                 "y": LABELS.index(body_data.EMOTIONS4[clip.emotion]),
                 "body_tokens": out.tokens.astype(np.float32), "body_probs": np.asarray(out.probs, np.float64),
                 "body": llm_cue_lines(cues.describe_body(), [], max_cues), "tokens": None, "cues": [],
