@@ -87,6 +87,17 @@ def test_sad_walk_has_more_head_down_than_normal_walk():
     assert pitch("dash_sad_001") < pitch("dash_normal_001")
 
 
+@needs_bvh
+def test_arm_swing_of_walking_is_not_gesturing_but_guiding_and_waving_are():
+    # Before the gait and jitter discount, gesturing fired on 90 % of walking / running windows
+    # (benchmarks/body_gestures.py): arm swing is not a gesture.
+    for name in ("walk_normal_001", "walk_sad_001", "walk-left_angry_001", "run_sad_001", "dash_angry_001"):
+        cues = _cues(_clip(name))
+        assert not cues.events_named("gesturing"), (name, cues.events_named("gesturing"))
+    for name in ("guide_normal_001", "guide_angry_001", "byebye_normal_001"):
+        assert _cues(_clip(name)).events_named("gesturing"), name
+
+
 # --- hand-built poses (rules mocap cannot show) ----------------------------------------
 
 # A seated, front-facing upper body in "height units" (x measured like y); shoulder width 0.2.
@@ -194,6 +205,33 @@ def test_gesturing_raises_gesture_rate_and_motion_energy():
     assert cues.events_named("gesturing")
     assert cues.gesture_rate >= 1.0
     assert cues.motion_energy > 0.05
+
+
+def _jittered(seq: list[PoseSample], sd: float, seed: int = 0) -> list[PoseSample]:
+    """Detector jitter: independent noise of `sd` (image heights) on every landmark, every frame."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in seq:
+        lm = s.landmarks.copy()
+        lm[:, 0] += rng.normal(0.0, sd / ASPECT, 33).astype(np.float32)
+        lm[:, 1] += rng.normal(0.0, sd, 33).astype(np.float32)
+        out.append(PoseSample(t=s.t, landmarks=lm, aspect=s.aspect))
+    return out
+
+
+def test_keypoint_jitter_alone_is_not_gesturing_but_a_wave_through_it_is():
+    still = _sequence((0, 0), {})
+    # 0.01 image heights = 0.05 shoulder widths: frame-to-frame wrist "speeds" near 1 width / s.
+    cues = extract_body_cues(_jittered(still, 0.01), 0.0, 4.0)
+    assert not cues.events_named("gesturing")
+    assert cues.gesture_rate < 0.5
+    wave = [_pose(i * 0.1, {16: (0.67 + 0.08 * np.sin(2 * np.pi * i * 0.1), 0.6), 14: (0.68, 0.62)}) for i in range(40)]
+    assert extract_body_cues(_jittered(wave, 0.01), 0.0, 4.0).events_named("gesturing")
+
+
+def test_one_reach_to_the_face_is_self_touch_not_gesturing():
+    cues = extract_body_cues(_sequence((1.2, 2.0), {16: (0.79, 0.37), 14: (0.72, 0.52)}), 0.0, 4.0)
+    assert [e.name for e in cues.events] == ["hand_to_face"]
 
 
 def test_person_visible_ratio_counts_missing_samples():

@@ -72,12 +72,23 @@ class BodyOptions:
     head_down_height: float = 0.25
     # Torso lean (sine-like, z-based): above +x forward, below -x back. Default 0.25.
     lean_threshold: float = 0.25
-    # Wrist (relative to shoulders) faster than this, in body widths / s = moving hand. Default 1.5.
-    gesture_speed: float = 1.5
+    # Wrist (relative to the shoulders, smoothed over 3 samples) faster than this, in body widths / s,
+    # above the hips = moving hand. Default 2.0.
+    gesture_speed: float = 2.0
+    # ... or faster than this many times the window's own landmark jitter, if that is higher (a small,
+    # far-away person's keypoints shake by more than a hand moves). Default 3.0.
+    gesture_noise_factor: float = 3.0
     # Minimum time between two counted wrist-speed peaks, s. Default 0.25.
     gesture_min_interval_s: float = 0.25
+    # Hips moving faster than this (body widths / s) = walking or running. Default 1.0.
+    walking_speed: float = 1.0
+    # While walking, a moving hand counts as gesturing only when raised to within this share of
+    # the torso below the shoulders (arm swing hangs lower). Default 0.3.
+    gait_hand_height: float = 0.3
     # Hand in front of the shoulders by this much (MediaPipe z) inside the torso box = shielding. Default 0.3.
     shield_depth: float = 0.3
+    # A shielding hand moves slower than this, body widths / s. Default 0.75.
+    shield_still_speed: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,8 @@ class BodyCues:
     posture: window medians (keys: lean_forward, openness, head_height,
     head_pitch, neck_gap, shoulder_asymmetry; missing when not measurable).
     motion_energy: mean landmark speed in body widths per second.
-    gesture_rate: wrist-speed peaks per second (both hands).
+    gesture_rate: wrist-speed peaks per second (both hands) above the gesture threshold, arm
+    swing while walking and keypoint jitter discounted (see `_hand_speeds`).
     person_visible_ratio: share of the window's pose samples that found a person.
     """
 
@@ -188,7 +200,8 @@ def extract_body_cues(
     pts, z = pts / scale, z / scale
     geo = _Geometry(pts, z, vis, head_box / scale)
 
-    flags, conf = _frame_rules(geo, t, o)
+    hand_speeds = _hand_speeds(geo, t, o)
+    flags, conf = _frame_rules(geo, t, o, hand_speeds)
     period = _frame_period(t)
     events: list[NfblEvent] = []
     for name, on in flags.items():
@@ -207,7 +220,7 @@ def extract_body_cues(
         events=tuple(events),
         posture=_posture(geo),
         motion_energy=_motion_energy(pts, t, o),
-        gesture_rate=_gesture_rate(geo, t, o, end - start),
+        gesture_rate=_gesture_rate(hand_speeds, t, o, end - start),
         person_visible_ratio=visible_ratio,
     )
 
@@ -333,8 +346,10 @@ def _gt(a: np.ndarray, thr: float) -> np.ndarray:
 # --- per-frame rules ---------------------------------------------------------------
 
 
-def _frame_rules(g: _Geometry, t: np.ndarray, o: BodyOptions) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Boolean per-frame flags and per-frame confidences for every rule."""
+def _frame_rules(
+    g: _Geometry, t: np.ndarray, o: BodyOptions, hand_speeds: list[np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Boolean per-frame flags and per-frame confidences for every rule (`hand_speeds`: _hand_speeds)."""
     p, vis = g.pts, g.vis
     flags: dict[str, np.ndarray] = {}
     conf: dict[str, np.ndarray] = {}
@@ -385,20 +400,26 @@ def _frame_rules(g: _Geometry, t: np.ndarray, o: BodyOptions) -> tuple[dict[str,
     head_is_down = _gt(g.head_pitch, o.head_down_pitch) | (_lt(g.head_height, o.head_down_height) & tilted)
     hunched = _lt(g.neck_gap, o.hunch_neck_gap) & ~head_is_down
     sh_z = g.sh_z
-    # Hand activity: wrists moving fast (relative to the shoulders) while in front of the body.
-    moving = np.zeros(len(t), bool)
+    # Hand activity: wrists moving fast (relative to the shoulders), see _hand_speeds; a hand
+    # reaching the face, head or neck is self-manipulation, not a gesture. Speed peaks are brief
+    # even in steady gesturing: spread each fast frame over its neighbours. One quick movement (a
+    # hand going once to a new place) is not gesturing: need two speed peaks, or 0.3 s of fast
+    # motion, within 0.6 s.
+    fast = np.zeros(len(t), bool)
+    peaks = np.zeros(len(t), bool)
+    for excess in hand_speeds:
+        fast |= _gt(excess, 0.0)
+        peaks[_speed_peaks(excess, t, o)] = True
+    fast &= ~(face_any | head_any | neck_any)
+    sustained = (_window_count(t, fast, 0.6) >= 3) | (_window_count(t, peaks & fast, 0.6) >= 2)
+    moving = _dilate(t, fast, 0.5 * o.gesture_min_interval_s + 1e-6) & sustained
+    # Shielding: a hand held still in front of the torso (a swinging arm passes through too).
     shield = np.zeros(len(t), bool)
     for wr, lat_w, down_w in ((L_WR, l_lat, l_down), (R_WR, r_lat, r_down)):
-        speed = _speed(p[:, wr] - g.sh_mid, t, o.max_speed_gap_s)
-        moving |= _gt(speed, o.gesture_speed) & _lt(down_w, torso_len + 0.5)
-        # Shielding: a hand held still in front of the torso (a swinging arm passes through too).
         in_front = _gt(sh_z - g.z[:, wr], o.shield_depth)
-        held = _lt(speed, 0.5 * o.gesture_speed)
+        held = _lt(_speed(p[:, wr] - g.sh_mid, t, o.max_speed_gap_s), o.shield_still_speed)
         shield |= in_front & held & _lt(np.abs(lat_w), 0.6) & in_torso_height(down_w)
     shield &= ~crossed & ~together
-    # Speed peaks are brief even in steady gesturing: spread each fast frame over its neighbours.
-    # A single fast frame (a hand moving once to a new place) is not gesturing: need two.
-    moving = _dilate(t, moving, 0.5 * o.gesture_min_interval_s + 1e-6) & (_window_count(t, moving, 0.6) >= 2)
 
     lean = g.lean
 
@@ -507,24 +528,100 @@ def _motion_energy(pts: np.ndarray, t: np.ndarray, o: BodyOptions) -> float | No
     return float(np.nanmean(v)) if np.any(np.isfinite(v)) else None
 
 
-def _gesture_rate(g: _Geometry, t: np.ndarray, o: BodyOptions, duration: float) -> float | None:
-    """Wrist-speed peaks (relative to the shoulders) above `gesture_speed`, per second."""
+def _gesture_rate(hand_speeds: list[np.ndarray], t: np.ndarray, o: BodyOptions, duration: float) -> float | None:
+    """Wrist-speed peaks above the gesture threshold (see _hand_speeds), per second."""
     if len(t) < 3 or duration <= 0:
         return None
-    period = _frame_period(t)
-    distance = max(1, int(round(o.gesture_min_interval_s / max(period, 1e-6))))
     peaks = 0
     seen = False
-    for wr in (L_WR, R_WR):
-        speed = _speed(g.pts[:, wr] - g.sh_mid, t, o.max_speed_gap_s)
-        if not np.any(np.isfinite(speed)):
-            continue
-        seen = True
-        # Pad with zeros so a peak on the first / last sample still counts.
-        padded = np.concatenate([[0.0], np.nan_to_num(speed, nan=0.0), [0.0]])
-        found, _ = find_peaks(padded, height=o.gesture_speed, distance=distance)
-        peaks += len(found)
+    for excess in hand_speeds:
+        if np.any(np.isfinite(excess)):
+            seen = True
+            peaks += len(_speed_peaks(excess, t, o))
     return peaks / duration if seen else None
+
+
+def _speed_peaks(excess: np.ndarray, t: np.ndarray, o: BodyOptions) -> np.ndarray:
+    """Indices of the speed peaks above the gesture threshold, at least `gesture_min_interval_s` apart."""
+    distance = max(1, int(round(o.gesture_min_interval_s / max(_frame_period(t), 1e-6))))
+    # Pad so a peak on the first / last sample still counts.
+    padded = np.concatenate([[-1.0], np.nan_to_num(excess, nan=-1.0), [-1.0]])
+    found, _ = find_peaks(padded, height=1e-9, distance=distance)
+    return found - 1
+
+
+def _hand_speeds(g: _Geometry, t: np.ndarray, o: BodyOptions) -> list[np.ndarray]:
+    """Per wrist: how far its smoothed speed (relative to the shoulders) exceeds the gesture
+    threshold, per frame (> 0 = a gesturing frame; NaN = wrist unseen).
+
+    Three things move a wrist without any gesture, measured on the Bandai-Namco motion capture
+    (benchmarks/body_gestures.py): keypoint jitter (hence the 3-sample smoothing and a threshold
+    that rises with the window's own jitter), arm swing while walking or running (hence the hand
+    must be raised while the hips travel), and hands hanging below the hips."""
+    threshold = max(o.gesture_speed, o.gesture_noise_factor * _jitter_speed(g.pts, t, o))
+    walking = _walking(g, t, o)
+    out = []
+    for wr in (L_WR, R_WR):
+        speed = _smooth_speed(g.pts[:, wr] - g.sh_mid, t, o.max_speed_gap_s)
+        _, down = g.body_coords(g.pts[:, wr])
+        height = down / g.torso_len  # 0 at the shoulders, 1 at the hips
+        counted = _lt(height, 1.0) & ~(walking & ~_lt(height, o.gait_hand_height))
+        out.append(np.where(counted | np.isnan(speed), speed - threshold, -threshold))
+    return out
+
+
+def _smoothed(p: np.ndarray, t: np.ndarray, max_gap: float) -> np.ndarray:
+    """(N,2) points averaged with their two neighbours in time (not across a gap longer than
+    `max_gap`, nor over missing points); a missing point stays missing."""
+    near = _neighbours(p, t, max_gap)
+    total = np.nansum(near, axis=0)
+    count = np.sum(~np.isnan(near), axis=0)
+    return np.where(np.isnan(p), np.nan, total / np.maximum(count, 1))
+
+
+def _neighbours(p: np.ndarray, t: np.ndarray, max_gap: float) -> np.ndarray:
+    """(3,N,2): previous, same and next point; NaN where there is none within `max_gap`."""
+    pad_p = np.concatenate([np.full((1, 2), np.nan), p, np.full((1, 2), np.nan)])
+    pad_t = np.concatenate([[-np.inf], t, [np.inf]])
+    out = np.stack([pad_p[:-2], p, pad_p[2:]])
+    gap = np.abs(np.stack([pad_t[:-2], t, pad_t[2:]]) - t)
+    out[gap > max_gap] = np.nan
+    return out
+
+
+def _smooth_speed(p: np.ndarray, t: np.ndarray, max_gap: float) -> np.ndarray:
+    """Speed of (N,2) points from the smoothed track, centred difference (one-sided at the ends
+    or next to a gap); NaN where the point is missing or has no neighbour."""
+    s = _smoothed(p, t, max_gap)
+    prev, _, nxt = _neighbours(s, t, max_gap)
+    pad_t = np.concatenate([[np.nan], t, [np.nan]])
+    t_prev = np.where(np.isnan(prev[:, 0]), t, pad_t[:-2])
+    t_next = np.where(np.isnan(nxt[:, 0]), t, pad_t[2:])
+    prev = np.where(np.isnan(prev), s, prev)
+    nxt = np.where(np.isnan(nxt), s, nxt)
+    dt = t_next - t_prev
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.linalg.norm(nxt - prev, axis=1) / dt
+    return np.where(dt > 0, v, np.nan)
+
+
+def _jitter_speed(pts: np.ndarray, t: np.ndarray, o: BodyOptions) -> float:
+    """Speed that keypoint jitter alone gives `_smooth_speed`, body widths / s: the median
+    distance of the shoulders and hips from their smoothed track, over twice the frame period
+    (for white jitter of s.d. sigma that distance is about 0.8 sigma, and the smoothed centred
+    speed's noise about 0.8 sigma / (2 period))."""
+    torso = [L_SH, R_SH, L_HIP, R_HIP]
+    resid = [np.linalg.norm(pts[:, j] - _smoothed(pts[:, j], t, o.max_speed_gap_s), axis=1) for j in torso]
+    resid = np.concatenate(resid)
+    if len(t) < 3 or not np.any(np.isfinite(resid)):
+        return 0.0
+    return float(np.nanmedian(resid)) / (2 * _frame_period(t))
+
+
+def _walking(g: _Geometry, t: np.ndarray, o: BodyOptions) -> np.ndarray:
+    """Frames where the hips travel faster than `walking_speed` for most of the surrounding second."""
+    fast = _gt(_smooth_speed(g.hip_mid, t, o.max_speed_gap_s), o.walking_speed)
+    return _window_count(t, fast, 0.5) >= 3
 
 
 def _round(v: float | None, ndigits: int) -> float | None:
