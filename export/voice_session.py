@@ -199,6 +199,9 @@ def validation_session_windows(models: Path, cache: Path, data: Path, seed: int 
     manifest = json.loads((models / "manifest.json").read_text())
     utts = [u for u in session_utterances(data, quick) if audio_data.split_of(u.actor) == "val"]
     sessions = audio_data.load_sessions(utts, cache, "val", range(1), seed)
+    if not sessions:  # the prior weight would be chosen on single clips alone, silently
+        raise SystemExit(f"no validation session features in {cache}: build them first "
+                         "(export/audio_data.build_session_cache, as build_engines and export.voice_session do)")
     stems = [st for s in sessions for st in s.stems]
     cues = voice_cues([{u.stem: u for u in utts}[st] for st in stems], cache, seed)
     window_p, head_p = session_runtime_probs(models, sessions)
