@@ -35,7 +35,7 @@ from edge_app.config import load_config
 from edge_app.cues import extract_cues
 from edge_app.llm import reasoning
 from edge_app.llm.model import default_prior_weight
-from export import body_data, body_items, default_data, judge
+from export import body_data, body_items, default_data
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOWS_PER_TAKE = 2
@@ -60,11 +60,9 @@ def run(answerer: Answerer, windows: list[tuple[str, str, list]], desc: str) -> 
         cues = extract_cues(0.0, body_data.WINDOW_S, poses, None)
         a = answerer.answer(cues, poses, None)
         lines = llm_cue_lines(cues.describe_body(), [], per_modality)
-        j = judge.judge(a.reasoning, lines, truth, a.label)
         rows.append({
             "window": name, "truth": truth, "label": a.label, "source": a.reasoning_source, "reasoning": a.reasoning,
-            "cues": lines, "clue_overlap": j.clue, "label_overlap": j.label, "hallucinated": sorted(j.hallucinated),
-            "other_emotion": sorted(reasoning.named_emotions(a.reasoning) - {a.label}),
+            "cues": lines, **report.judged(a.reasoning, a.label, lines, truth),
             "names_answer": a.label in reasoning.named_emotions(a.reasoning),
             "names_voice": any(w in a.reasoning.lower() for w in ("voice", "speaker", "speech", "pitch")),
         })  # fmt: skip
@@ -72,21 +70,16 @@ def run(answerer: Answerer, windows: list[tuple[str, str, list]], desc: str) -> 
 
 
 def summary(rows: list[dict]) -> dict:
-    llm = [r for r in rows if r["source"] == "llm"]
-    clue = [r["clue_overlap"] for r in rows if r["clue_overlap"] is not None]
-
-    def share(items: list[dict], key: str) -> float:
-        return round(sum(bool(r[key]) for r in items) / max(1, len(items)), 3)
-
+    figures = report.judged_figures(rows)
     return {
         "windows": len(rows),
-        "llm_text_share": round(len(llm) / max(1, len(rows)), 3),
-        "clue_overlap": round(float(np.mean(clue)), 2) if clue else None,
-        "label_overlap": round(float(np.mean([r["label_overlap"] for r in rows])), 2),
-        "with_hallucinated_cue": share(rows, "hallucinated"),
-        "names_another_emotion": share(rows, "other_emotion"),
-        "names_the_answer": share(rows, "names_answer"),
-        "speaks_of_a_voice": share(rows, "names_voice"),
+        "llm_text_share": round(sum(r["source"] == "llm" for r in rows) / max(1, len(rows)), 3),
+        "clue_overlap": figures["clue_overlap"],
+        "label_overlap": figures["label_overlap"],
+        "with_hallucinated_cue": report.share(rows, "hallucinated"),
+        "names_another_emotion": report.share(rows, "other_emotion"),
+        "names_the_answer": report.share(rows, "names_answer"),
+        "speaks_of_a_voice": report.share(rows, "names_voice"),
         "label_accuracy_4class": round(float(np.mean([r["label"] == r["truth"] for r in rows])), 3),
     }
 

@@ -40,7 +40,7 @@ from edge_app.llm import reasoning
 from edge_app.llm.model import default_prior_weight
 from edge_app.pipeline import Analyzer
 from edge_app.records import LABELS
-from export import audio_data, default_data, judge
+from export import audio_data, default_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 8.0  # two 4 s windows
@@ -69,34 +69,27 @@ def run(analyzer: Analyzer, clips: list[tuple[Path, str]], desc: str) -> list[di
             if w.answer is None:
                 continue
             lines = llm_cue_lines(w.cues.describe_body(), w.cues.describe_voice(), per_modality)
-            j = judge.judge(w.answer.reasoning, lines, truth, w.answer.label)
             rows.append({
                 "clip": path.name, "start": w.start, "truth": truth, "label": w.answer.label,
                 "source": w.answer.reasoning_source, "reasoning": w.answer.reasoning,
                 "has_body": any(c.startswith("body:") for c in lines), "has_voice": any(c.startswith("voice:") for c in lines),
-                "clue_overlap": j.clue, "label_overlap": j.label, "hallucinated": sorted(j.hallucinated),
-                "other_emotion": sorted(reasoning.named_emotions(w.answer.reasoning) - {w.answer.label}),
+                **report.judged(w.answer.reasoning, w.answer.label, lines, truth),
             })  # fmt: skip
     return rows
 
 
 def summary(rows: list[dict]) -> dict:
-    both = [r for r in rows if r["has_body"] and r["has_voice"]]
     llm = [r for r in rows if r["source"] == "llm"]
-    clue = [r["clue_overlap"] for r in rows if r["clue_overlap"] is not None]
-
-    def share(items: list[dict], key: str) -> float:
-        return round(sum(bool(r[key]) for r in items) / max(1, len(items)), 3)
-
+    figures = report.judged_figures(rows)
     return {
         "windows": len(rows),
-        "windows_with_body_and_voice_cues": len(both),
+        "windows_with_body_and_voice_cues": sum(r["has_body"] and r["has_voice"] for r in rows),
         "llm_text_share": round(len(llm) / max(1, len(rows)), 3),
-        "names_another_emotion": share(rows, "other_emotion"),
-        "llm_text_names_another_emotion": share(llm, "other_emotion"),
-        "with_hallucinated_cue": share(rows, "hallucinated"),
-        "clue_overlap": round(float(np.mean(clue)), 2) if clue else None,
-        "label_overlap": round(float(np.mean([r["label_overlap"] for r in rows])), 2),
+        "names_another_emotion": report.share(rows, "other_emotion"),
+        "llm_text_names_another_emotion": report.share(llm, "other_emotion"),
+        "with_hallucinated_cue": report.share(rows, "hallucinated"),
+        "clue_overlap": figures["clue_overlap"],
+        "label_overlap": figures["label_overlap"],
         "label_accuracy_vs_voice_emotion": round(float(np.mean([r["label"] == r["truth"] for r in rows])), 3),
     }
 

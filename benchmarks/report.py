@@ -53,6 +53,29 @@ def adapter_runs(baselines: list[str]) -> list[tuple[str, dict]]:
     return runs
 
 
+def judged(text: str, label: str, lines: list[str], truth: str) -> dict:
+    """The local judge's fields for one answer (reasoning `text`, `label`) given the cue `lines`
+    the LLM saw and the `truth` (benchmarks/reasoning_*.py)."""
+    from edge_app.llm import reasoning
+    from export import judge
+
+    j = judge.judge(text, lines, truth, label)
+    return {"clue_overlap": j.clue, "label_overlap": j.label, "hallucinated": sorted(j.hallucinated),
+            "other_emotion": sorted(reasoning.named_emotions(text) - {label})}  # fmt: skip
+
+
+def share(rows: list[dict], key: str) -> float:
+    """Share of `rows` whose `key` is truthy (3 decimals; 0 for no rows)."""
+    return round(sum(bool(r[key]) for r in rows) / max(1, len(rows)), 3)
+
+
+def judged_figures(rows: list[dict]) -> dict:
+    """Means over rows with `judged` fields: clue overlap (None when no row has one), label overlap."""
+    clue = [r["clue_overlap"] for r in rows if r["clue_overlap"] is not None]
+    return {"clue_overlap": round(sum(clue) / len(clue), 2) if clue else None,
+            "label_overlap": round(sum(r["label_overlap"] for r in rows) / max(1, len(rows)), 2)}  # fmt: skip
+
+
 def rows_table(summary: dict[str, dict], first: str) -> list[str]:
     """A markdown table, one row per run of `summary` ({run: {column: value}}), first column `first`."""
     keys = list(next(iter(summary.values())))
